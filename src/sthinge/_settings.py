@@ -1,0 +1,128 @@
+"""Package-wide settings (``sthinge.settings``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+_VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SthingeSettings:
+    """Global settings of sthinge.
+
+    Attributes
+    ----------
+    verbosity
+        0 = errors, 1 = warnings, 2 = info and progress bars (default), 3 = debug.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    datadir
+        Where dataset files are looked up. Defaults to the environment variable ``STHINGE_DATA_DIR``.
+    cachedir
+        Where downloads, pre-trained backbones and other caches are written. Defaults to
+        ``STHINGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/sthinge``, else ``~/.cache/sthinge``.
+    seed
+        Default random seed.
+    """
+
+    def __init__(self) -> None:
+        self._verbosity = 2
+        self._device = "auto"
+        self._datadir: Path | None = None
+        self._cachedir: Path | None = None
+        self._seed = 0
+
+    # verbosity ---------------------------------------------------------------------------------------
+    @property
+    def verbosity(self) -> int:
+        """Verbosity level, 0 (errors only) to 3 (debug)."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value not in _VERBOSITY_LEVELS:
+            raise ValueError(f"`verbosity` must be one of {sorted(_VERBOSITY_LEVELS)}, got {value!r}.")
+        self._verbosity = value
+        logging.getLogger("sthinge").setLevel(_VERBOSITY_LEVELS[value])
+
+    # device ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Default torch device (``"auto"`` picks CUDA, then MPS, then CPU)."""
+        return self._device
+
+    @device.setter
+    def device(self, value: str) -> None:
+        if not isinstance(value, str) or value.split(":")[0] not in _DEVICES:
+            raise ValueError(f"`device` must be one of {_DEVICES} (optionally 'cuda:N'), got {value!r}.")
+        self._device = value
+
+    def resolve_device(self, device: str | None = None):
+        """Return a :class:`torch.device` for ``device`` (``None`` = :attr:`device`)."""
+        import torch
+
+        device = self._device if device is None else device
+        if isinstance(device, torch.device):
+            return device
+        if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
+            raise ValueError(f"`device` must be one of {_DEVICES} (optionally 'cuda:N'), got {device!r}.")
+        if device == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        return torch.device(device)
+
+    # directories -------------------------------------------------------------------------------------
+    @property
+    def datadir(self) -> Path | None:
+        """Directory holding dataset folders such as ``her2st/`` (env ``STHINGE_DATA_DIR``)."""
+        if self._datadir is not None:
+            return self._datadir
+        env = os.environ.get("STHINGE_DATA_DIR")
+        return Path(env).expanduser() if env else None
+
+    @datadir.setter
+    def datadir(self, value: str | os.PathLike | None) -> None:
+        self._datadir = None if value is None else Path(value).expanduser()
+
+    @property
+    def cachedir(self) -> Path:
+        """Directory for downloads and caches (created on first use)."""
+        if self._cachedir is not None:
+            return self._cachedir
+        env = os.environ.get("STHINGE_CACHE_DIR")
+        if env:
+            return Path(env).expanduser()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+        return base / "sthinge"
+
+    @cachedir.setter
+    def cachedir(self, value: str | os.PathLike | None) -> None:
+        self._cachedir = None if value is None else Path(value).expanduser()
+
+    # seed --------------------------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        """Default random seed."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, got {value!r}.")
+        self._seed = value
+
+    def __repr__(self) -> str:
+        return (
+            f"SthingeSettings(verbosity={self.verbosity}, device={self.device!r}, datadir={self.datadir}, "
+            f"cachedir={self.cachedir}, seed={self.seed})"
+        )
+
+
+settings = SthingeSettings()

@@ -1,0 +1,123 @@
+"""Helpers shared by ``pp``, ``tl`` and ``pl`` (table resolution, argument checks, atomic writes)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sthinge import _constants as K
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+
+def _is_spatialdata(data: Any) -> bool:
+    try:
+        from spatialdata import SpatialData
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(data, SpatialData)
+
+
+def _resolve_table(data: AnnData | SpatialData, table_key: str | None = None) -> tuple[AnnData, str | None]:
+    """Return ``(table, key)`` for an AnnData (key ``None``) or a SpatialData object.
+
+    For SpatialData, ``table_key=None`` picks ``"table"`` if present, else the only table; a missing key
+    raises ``KeyError`` listing the tables.
+    """
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        if table_key is not None:
+            raise ValueError("`table_key` only applies to SpatialData input; got an AnnData.")
+        return data, None
+    if _is_spatialdata(data):
+        tables = list(data.tables.keys())
+        if table_key is None:
+            if K.TABLE_KEY in tables:
+                table_key = K.TABLE_KEY
+            elif len(tables) == 1:
+                table_key = tables[0]
+            elif not tables:
+                raise KeyError("The SpatialData object holds no table; `data` needs a table with expression or spots.")
+            else:
+                raise KeyError(f"Several tables {tables}: pass `table_key=` to choose one.")
+        if table_key not in tables:
+            raise KeyError(f"`table_key` {table_key!r} not found; available tables: {tables}.")
+        return data.tables[table_key], table_key
+    raise TypeError(f"`data` must be an AnnData or a SpatialData object, got {type(data).__name__}.")
+
+
+def _check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> int:
+    """Check that ``value`` is an int within ``[low, high]``; raise a ``TypeError``/``ValueError`` naming ``name``."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+    if high is not None and value > high:
+        raise ValueError(f"`{name}` must be <= {high}, got {value}.")
+    return value
+
+
+def _check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """Check that ``value`` is a finite real number in range; raise naming ``name``."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value}.")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"`{name}` must be {'>' if low_open else '>='} {low}, got {value}.")
+    if high is not None and value > high:
+        raise ValueError(f"`{name}` must be <= {high}, got {value}.")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices) -> Any:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+@contextlib.contextmanager
+def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it is removed.
+
+    Works for files and directories (a directory replaces an existing one only after it is complete).
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if target.is_dir():
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                if old.exists():
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+                os.replace(path, old)
+                os.replace(target, path)
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+            else:
+                os.replace(target, path)
+        elif target.exists():
+            os.replace(target, path)
+        else:
+            raise FileNotFoundError(f"Nothing was written to {target}.")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny synthetic data made in the test, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+
+def _her2st_dir() -> Path | None:
+    env = os.environ.get("STHINGE_DATA_DIR")
+    if not env:
+        return None
+    for cand in (Path(env) / "her2st", Path(env)):
+        if (cand / "counts").is_dir() and (cand / "spots").is_dir():
+            return cand
+    return None
+
+
+HER2ST_DIR = _her2st_dir()
+needs_her2st = pytest.mark.skipif(HER2ST_DIR is None, reason="Her2ST files not found: set STHINGE_DATA_DIR")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test writes caches into its own temporary folder (a cold cache), never into the user's."""
+    from sthinge import settings
+
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setattr(settings, "_cachedir", cache)
+    yield
+
+
+@pytest.fixture(scope="session")
+def _synthetic_session():
+    import sthinge as st
+
+    return st.datasets.synthetic(n_sections=3, n_spots=64, n_genes=40, seed=0)
+
+
+@pytest.fixture
+def sdata(_synthetic_session):
+    """A fresh small synthetic SpatialData (3 sections x 64 spots x 40 genes, with images)."""
+    import copy
+
+    from spatialdata import SpatialData
+
+    src = _synthetic_session
+    return SpatialData(
+        images=dict(src.images),  # images are never modified in place by sthinge
+        shapes={k: v.copy() for k, v in src.shapes.items()},
+        tables={k: copy.deepcopy(v) for k, v in src.tables.items()},
+    )
+
+
+@pytest.fixture
+def adata(sdata):
+    """The table of :func:`sdata` as a plain AnnData."""
+    return sdata.tables["table"].copy()
+
+
+@pytest.fixture(scope="session")
+def her2st_dir() -> Path:
+    if HER2ST_DIR is None:
+        pytest.skip("Her2ST files not found: set STHINGE_DATA_DIR")
+    return HER2ST_DIR

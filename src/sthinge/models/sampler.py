@@ -1,0 +1,203 @@
+"""Ancestral sampling of a trained HINGE model (paper §3.2 "Inference"; METHOD.md Part B §2.9, Part C §6).
+
+Per spot and sample the whole reveal order is drawn first (reveal times τ, :meth:`MaskSchedule.reveal_times`)
+together with one fill draw for the masked entries. With a budget of K ≤ T steps, K timesteps
+t_1 = T > … > t_K ≥ 1 are spread evenly over T..1; the call at t_k sees m_{t_k} = [τ > t_k], gets
+m_{t_{k+1}} = [τ > t_{k+1}] (t_{K+1} = 0) as "next visibility", and writes x̂₀ into every gene whose reveal
+time falls in (t_{k+1}, t_k]. K = T is exactly the full ancestral sampler, any K ends fully revealed, and
+revealed values are never changed. Steps at which no gene is revealed are skipped, and only rows that reveal
+something are sent through the model (with exact-count masking that is all rows or none).
+
+The model is called with rows = spots × samples, so the condition path runs once per spot, sample and step
+(never per gene). :func:`sample_reference` is the deliberately plain version (every chosen step, every row,
+float32, no skipping) with the same draws, used to check :func:`sample`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from sthinge.models.diffusion import MaskSchedule, fill_values
+
+__all__ = ["sample", "sample_reference", "sampling_steps"]
+
+
+def sampling_steps(n_steps: int, budget: int | None = None) -> list[int]:
+    """The K = ``budget`` timesteps (default T) spread evenly from T down to 1, strictly decreasing.
+
+    Parameters
+    ----------
+    n_steps
+        T.
+    budget
+        K, 1 ≤ K ≤ T.
+
+    Returns
+    -------
+    list of int
+        [T, …, 1] for K = T; [T] for K = 1.
+    """
+    K = n_steps if budget is None else budget
+    if not 1 <= K <= n_steps:
+        raise ValueError(f"n_steps (the budget K) must lie in 1..{n_steps}, got {budget}")
+    if K == 1:
+        return [n_steps]
+    return [math.floor(n_steps - k * (n_steps - 1) / (K - 1) + 0.5) for k in range(K)]
+
+
+def _resolve(model: nn.Module, cond: Tensor, schedule: MaskSchedule | None, n_samples: int) -> MaskSchedule:
+    if cond.dim() != 2:
+        raise ValueError(f"cond must have shape (n_spots, C), got {tuple(cond.shape)}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    schedule = schedule or MaskSchedule.from_config(model.config)
+    if schedule.n_genes != model.n_genes:
+        raise ValueError(f"schedule has {schedule.n_genes} genes, the model {model.n_genes}")
+    return schedule
+
+
+def _draws(schedule: MaskSchedule, fill: str, n_rows: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Reveal times (rows, G) uint8/int16 and fill values (rows, G) for all rows, drawn once on the generator's
+    device (CPU unless the generator lives elsewhere): the same seed gives the same draws for any batch size."""
+    device = generator.device if generator is not None else "cpu"
+    tau = schedule.reveal_times(n_rows, generator=generator, device=device)
+    tau = tau.to(torch.uint8 if schedule.n_steps < 256 else torch.int16)
+    noise = fill_values((n_rows, schedule.n_genes), fill, generator=generator, device=device)
+    return tau, noise
+
+
+def _batches(n_spots: int, n_samples: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    per = max(1, batch_size // n_samples)  # whole spots per model call
+    for start in range(0, n_spots, per):
+        yield start, min(n_spots, start + per)
+
+
+def _progress(iterable, enabled: bool, total: int):
+    if not enabled:
+        return iterable
+    from sthinge._logging import progress
+
+    return progress(iterable, desc="sampling", total=total)
+
+
+@torch.inference_mode()
+def sample(
+    model: nn.Module,
+    cond: Tensor,
+    *,
+    schedule: MaskSchedule | None = None,
+    n_steps: int | None = None,
+    n_samples: int = 1,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+    return_samples: bool = False,
+    autocast: torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    """Sample expression for each spot from its histology features.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~sthinge.models.hinge.Hinge` (put in eval mode by the caller).
+    cond
+        (n_spots, C) histology features.
+    schedule
+        Masking schedule (default: the model's, ``MaskSchedule.from_config(model.config)``).
+    n_steps
+        Step budget K ≤ T (default T: the full ancestral sampler).
+    n_samples
+        Independent samples per spot (different reveal orders and fill noise).
+    batch_size
+        Rows (spots × samples) per model call; whole spots are kept together.
+    generator
+        Random generator; the same seed gives the same samples (for any ``batch_size``).
+    return_samples
+        Also return all samples.
+    autocast
+        Run the model under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
+    progress
+        Show a progress bar over spot batches.
+
+    Returns
+    -------
+    mean
+        (n_spots, G) float32 mean over samples (the prediction).
+    std
+        (n_spots, G) float32 standard deviation over samples (0 for one sample).
+    samples
+        (n_spots, n_samples, G), only with ``return_samples``.
+    """
+    schedule = _resolve(model, cond, schedule, n_samples)
+    steps = sampling_steps(schedule.n_steps, n_steps)
+    bounds = list(zip(steps, [*steps[1:], 0]))  # (t_k, t_{k+1})
+    device = next(model.parameters()).device
+    n_spots, G = cond.shape[0], schedule.n_genes
+    tau_all, noise_all = _draws(schedule, model.config.mask_fill, n_spots * n_samples, generator)
+    amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    out = torch.empty(n_spots, n_samples, G, dtype=torch.float32, device=cond.device)
+    batches = list(_batches(n_spots, n_samples, batch_size))
+    for start, stop in _progress(batches, progress, len(batches)):
+        rows = slice(start * n_samples, stop * n_samples)
+        tau = tau_all[rows].to(device).long()  # (R, G)
+        x = noise_all[rows].to(device, copy=True)  # (R, G): fill values until revealed
+        c = cond[start:stop].to(device).repeat_interleave(n_samples, dim=0)  # (R, C)
+        for t_k, t_next in bounds:
+            reveal = (tau <= t_k) & (tau > t_next)  # (R, G)
+            active = reveal.any(dim=1).nonzero().squeeze(1)  # rows that reveal something
+            if active.numel() == 0:
+                continue
+            tau_a = tau[active]
+            visible = (tau_a > t_k).float()
+            next_visible = (tau_a > t_next).float()
+            t = torch.full((active.numel(),), t_k, dtype=torch.long, device=device)
+            with amp:
+                x0_hat = model(x[active], t, next_visible, visible, c[active])  # (A, G)
+            x[active] = torch.where(reveal[active], x0_hat.float(), x[active])
+        out[start:stop] = x.view(stop - start, n_samples, G).to(out.device)
+    mean = out.mean(dim=1)
+    std = out.std(dim=1, correction=0)
+    return (mean, std, out) if return_samples else (mean, std)
+
+
+@torch.inference_mode()
+def sample_reference(
+    model: nn.Module,
+    cond: Tensor,
+    *,
+    schedule: MaskSchedule | None = None,
+    n_steps: int | None = None,
+    n_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Plain reference sampler: the paper's loop, every chosen step, every row, float32, no skipping.
+
+    Uses the same draws as :func:`sample` for the same generator state: x_T = fill, then for each chosen step
+    x̂₀ = f(x_t, t, m_next, m_t, v), x̃₀ = m_t ⊙ x_t + (1 − m_t) ⊙ x̂₀, x_next = m_next ⊙ x̃₀ + (1 − m_next) ⊙ fill.
+
+    Returns
+    -------
+    (n_spots, n_samples, G) samples.
+    """
+    schedule = _resolve(model, cond, schedule, n_samples)
+    steps = sampling_steps(schedule.n_steps, n_steps)
+    device = next(model.parameters()).device
+    n_spots, G = cond.shape[0], schedule.n_genes
+    tau, noise = _draws(schedule, model.config.mask_fill, n_spots * n_samples, generator)
+    tau, noise = tau.to(device).long(), noise.to(device)
+    c = cond.to(device).repeat_interleave(n_samples, dim=0)
+    x = noise.clone()
+    for k, t_k in enumerate(steps):
+        t_next = steps[k + 1] if k + 1 < len(steps) else 0
+        m_t = (tau > t_k).float()
+        m_next = (tau > t_next).float()
+        t = torch.full((x.shape[0],), t_k, dtype=torch.long, device=device)
+        x0_hat = model(x, t, m_next, m_t, c).float()
+        x0_tilde = m_t * x + (1 - m_t) * x0_hat
+        x = m_next * x0_tilde + (1 - m_next) * noise
+    return x.view(n_spots, n_samples, G)

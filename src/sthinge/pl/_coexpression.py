@@ -1,0 +1,128 @@
+"""``pl.coexpression``: gene-gene correlation heatmaps of truth and prediction side by side."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from sthinge import _constants as K
+from sthinge.pl._utils import _finish
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from matplotlib.figure import Figure
+    from spatialdata import SpatialData
+
+_MAX_LABELS = 40  # gene names are written on the axes up to this many genes
+
+
+def _cluster_order(corr: np.ndarray) -> np.ndarray:
+    """Leaf order of average-linkage clustering on 1 - correlation."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    if len(corr) < 3:
+        return np.arange(len(corr))
+    dist = np.clip(1.0 - corr, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    return leaves_list(linkage(squareform((dist + dist.T) / 2, checks=False), method="average"))
+
+
+def coexpression(
+    data: AnnData | SpatialData,
+    genes: Sequence[str] | None = None,
+    *,
+    pred_key: str = K.PRED_KEY,
+    section: str | None = None,
+    method: Literal["pearson", "spearman"] = "pearson",
+    cluster: bool = True,
+    cmap: str | Any = "RdBu_r",
+    truth_layer: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    ax: Any = None,
+    save: str | os.PathLike | None = None,
+    return_fig: bool = False,
+    dpi: int = 100,
+    section_key: str = K.SECTION_KEY,
+    table_key: str | None = None,
+) -> Figure | None:
+    """Heatmaps of the gene-gene correlation of the truth and of the prediction, with their similarity.
+
+    Computed by :func:`sthinge.tl.coexpression`; the title gives the Pearson correlation between the two matrices'
+    upper triangles and the RMSE between them. Genes are ordered by hierarchical clustering of the truth.
+
+    Parameters
+    ----------
+    data
+        SpatialData or AnnData holding a prediction.
+    genes
+        Genes of the panel (default all).
+    pred_key
+        Key of the prediction.
+    section
+        Use the spots of this section only (default all predicted spots).
+    method
+        ``"pearson"`` or ``"spearman"``.
+    cluster
+        Order genes by average-linkage clustering of the true correlation (else panel order).
+    cmap
+        Diverging colormap (the scale is fixed to [-1, 1]).
+    truth_layer
+        Layer holding the true log expression.
+    figsize
+        Figure size.
+    ax
+        Two Axes to draw into (truth, prediction) instead of a new figure.
+    save
+        Write the figure to this path (atomically).
+    return_fig
+        Return the figure.
+    dpi
+        Resolution when saving.
+    section_key
+        obs column naming each spot's section.
+    table_key
+        Source table of a SpatialData object.
+
+    Returns
+    -------
+    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+
+    Examples
+    --------
+    >>> st.pl.coexpression(sdata, section="A1")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    from sthinge.tl._evaluate import coexpression as _coexpression
+
+    co = _coexpression(data, pred_key=pred_key, genes=genes, section=section, method=method,
+                       truth_layer=truth_layer, section_key=section_key, table_key=table_key)
+    order = _cluster_order(co.truth.to_numpy()) if cluster else np.arange(len(co.genes))
+    names = [co.genes[i] for i in order]
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=figsize or (10.5, 5.0), constrained_layout=True)
+    else:
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != 2:
+            raise ValueError("`ax` must be a sequence of two Axes (truth, prediction).")
+        fig = axes[0].figure
+    im = None
+    for a, (label, matrix) in zip(axes, (("truth", co.truth), (f"prediction ({pred_key})", co.pred))):
+        im = a.imshow(matrix.to_numpy()[np.ix_(order, order)], cmap=cmap, vmin=-1.0, vmax=1.0,
+                      interpolation="nearest")
+        a.set_title(label)
+        if len(names) <= _MAX_LABELS:
+            a.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+            a.set_yticks(range(len(names)), names, fontsize=7)
+        else:
+            a.set_xticks([])
+            a.set_yticks([])
+            a.set_xlabel(f"{len(names)} genes")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{method} correlation")
+    where = f"section {co.section}" if co.section is not None else f"{co.n_spots} spots"
+    fig.suptitle(f"Co-expression ({where}): similarity r = {co.similarity:.3f}, RMSE = {co.rmse:.3f}")
+    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)

@@ -1,0 +1,105 @@
+"""``pl.history``: training and validation curves of a fitted model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sthinge.pl._utils import _as_list, _finish
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+_DEFAULT_KEYS = ("train_loss", "val", "val_score")
+
+
+def history(
+    model: Any,
+    *,
+    keys: Sequence[str] | None = None,
+    show_lr: bool = True,
+    logy: bool = False,
+    figsize: tuple[float, float] | None = None,
+    ax: Any = None,
+    save: str | os.PathLike | None = None,
+    return_fig: bool = False,
+    dpi: int = 100,
+) -> Figure | None:
+    """Plot the per-epoch training loss and validation metric of a model (``model.history``).
+
+    Parameters
+    ----------
+    model
+        A :class:`sthinge.tl.HingeModel` (or anything with a ``history`` list, e.g. an MLP baseline), or the
+        history itself: a list of dicts with ``epoch``, ``train_loss``, ``val``, ``lr``.
+    keys
+        Entries to draw (default those present among ``"train_loss"``, ``"val"``, ``"val_score"``).
+    show_lr
+        Draw the learning rate on a secondary axis when the history has ``lr``.
+    logy
+        Logarithmic y axis.
+    figsize
+        Figure size.
+    ax
+        Axes to draw into instead of a new figure.
+    save
+        Write the figure to this path (atomically).
+    return_fig
+        Return the figure.
+    dpi
+        Resolution when saving.
+
+    Returns
+    -------
+    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+
+    Examples
+    --------
+    >>> model = st.tl.fit(sdata, backbone="cellfm-80m", weights="cellfm80m.ckpt")  # doctest: +SKIP
+    >>> st.pl.history(model)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    hist = getattr(model, "history", model)
+    if not isinstance(hist, list | tuple) or not all(isinstance(h, dict) for h in hist):
+        raise TypeError("`model` must have a `history` list of dicts (epoch, train_loss, val, lr), or be that list.")
+    if not hist:
+        raise ValueError("`model.history` is empty: the model has not been trained.")
+    present = list(dict.fromkeys(k for h in hist for k in h))
+    if keys is None:
+        keys = [k for k in _DEFAULT_KEYS if k in present]
+        if not keys:
+            raise ValueError(f"`model.history` holds none of {list(_DEFAULT_KEYS)}; entries: {present}.")
+    else:
+        keys = _as_list("keys", keys)
+        unknown = [k for k in keys if k not in present]
+        if unknown:
+            raise KeyError(f"`keys` {unknown} not in the history; entries: {present}.")
+    epochs = np.array([h.get("epoch", i) for i, h in enumerate(hist)], dtype=float)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize or (5.5, 3.8), constrained_layout=True)
+    else:
+        fig = ax.figure
+    for i, key in enumerate(keys):
+        y = np.array([h.get(key, np.nan) for h in hist], dtype=float)
+        ok = np.isfinite(y)
+        ax.plot(epochs[ok], y[ok], marker="o", ms=3, label=key, color=f"C{i}")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss / metric")
+    handles, labels = ax.get_legend_handles_labels()
+    if show_lr and "lr" in present:
+        lr = np.array([h.get("lr", np.nan) for h in hist], dtype=float)
+        twin = ax.twinx()
+        twin.plot(epochs, lr, color="grey", ls="--", lw=1, label="lr")
+        twin.set_ylabel("learning rate")
+        if np.all(lr[np.isfinite(lr)] > 0):
+            twin.set_yscale("log")
+        h2, l2 = twin.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, frameon=False)
+    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)

@@ -1,0 +1,23 @@
+"""Tools: train HINGE, sample predictions, evaluate them, baselines and cross-validation."""
+
+from sthinge.tl._baselines import BaselineModel, fit_baseline, predict_baseline
+from sthinge.tl._crossval import CrossValidationDetails, cross_validate
+from sthinge.tl._evaluate import Coexpression, coexpression, compare, evaluate
+from sthinge.tl._fit import fit
+from sthinge.tl._model import HingeModel
+from sthinge.tl._predict import predict
+
+__all__ = [
+    "fit",
+    "predict",
+    "HingeModel",
+    "evaluate",
+    "coexpression",
+    "compare",
+    "cross_validate",
+    "fit_baseline",
+    "predict_baseline",
+    "BaselineModel",
+    "Coexpression",
+    "CrossValidationDetails",
+]

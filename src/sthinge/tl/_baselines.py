@@ -1,0 +1,381 @@
+"""Regression baselines (ridge, MLP, kNN) from histology embeddings to the panel's log expression.
+
+They read the same inputs as :func:`sthinge.tl.fit` (embedding in ``obsm``, panel from ``pp.select_genes``,
+normalised layer) and write predictions in the same format as :func:`sthinge.tl.predict`, so that
+:func:`sthinge.tl.evaluate` and ``sthinge.pl`` treat them exactly like HINGE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from sthinge import _constants as K
+from sthinge._logging import logg
+from sthinge._utils import _check_choice, _check_float, _check_int, _is_spatialdata, _resolve_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+METHODS = ("ridge", "mlp", "knn")
+_DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
+_DEFAULT_NEIGHBORS = (1, 2, 3, 5, 10, 20, 50)
+
+
+@dataclass
+class BaselineModel:
+    """A fitted regression baseline: standardised embedding -> standardised log expression of the panel.
+
+    Attributes
+    ----------
+    method
+        ``"ridge"``, ``"mlp"`` or ``"knn"``.
+    estimator
+        The fitted scikit-learn estimator.
+    genes
+        The gene panel (var names), in output order.
+    embedding_key
+        ``obsm`` key of the embedding it reads.
+    cond_mean, cond_std
+        Standardisation of the embedding, learnt on the training spots.
+    y_mean, y_std
+        Standardisation of the targets, learnt on the training spots.
+    layer
+        The training layer (log-normalised expression).
+    transform
+        ``uns["sthinge_normalize"]`` of the training table.
+    params
+        Chosen hyper-parameters (``alpha`` per gene for ridge, ``n_neighbors`` for kNN, ``n_iter`` for the MLP).
+    train_sections
+        Sections it was trained on.
+    history
+        MLP only: per-epoch ``train_loss`` and ``val_score`` (R^2 of the early-stopping split).
+    """
+
+    method: str
+    estimator: Any
+    genes: list[str]
+    embedding_key: str
+    cond_mean: np.ndarray
+    cond_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    layer: str | None = None
+    transform: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    train_sections: list[str] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def n_genes(self) -> int:
+        """Number of genes in the panel."""
+        return len(self.genes)
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the embedding the model expects."""
+        return int(self.cond_mean.shape[0])
+
+    def standardize(self, emb: np.ndarray) -> np.ndarray:
+        """Standardise embeddings with the statistics of the training spots."""
+        return ((np.asarray(emb, np.float32) - self.cond_mean) / self.cond_std).astype(np.float32)
+
+    def predict_array(self, emb: np.ndarray) -> np.ndarray:
+        """Predicted log expression (spots x genes, float32) for raw embeddings (spots x features)."""
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.cond_dim:
+            raise ValueError(f"Expected embeddings of shape (n, {self.cond_dim}), got {emb.shape}.")
+        out = np.asarray(self.estimator.predict(self.standardize(emb)), dtype=np.float64).reshape(len(emb), -1)
+        return (out * self.y_std + self.y_mean).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return (f"BaselineModel(method={self.method!r}, genes={self.n_genes}, embedding={self.embedding_key!r} "
+                f"({self.cond_dim}-d), params={ {k: v for k, v in self.params.items() if k != 'alpha'} })")
+
+
+def _standardize_stats(x: np.ndarray, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    return mean.astype(np.float32), np.where(std > tol, std, 1.0).astype(np.float32)
+
+
+def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(int(round(fraction * n)), 1), n - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def fit_baseline(
+    data: AnnData | SpatialData,
+    *,
+    method: Literal["ridge", "mlp", "knn"] = "ridge",
+    embedding_key: str = K.embedding_key(K.DEFAULT_ENCODER),
+    genes_key: str = K.GENES_KEY,
+    layer: str | None = None,
+    train_sections: Sequence[str] | None = None,
+    section_key: str = K.SECTION_KEY,
+    seed: int = 0,
+    alphas: Sequence[float] | None = None,
+    n_neighbors: Sequence[int] | None = None,
+    hidden_layer_sizes: Sequence[int] = (256,),
+    max_iter: int = 200,
+    val_fraction: float = 0.1,
+    table_key: str | None = None,
+) -> BaselineModel:
+    """Fit a regression baseline from the histology embedding to the log expression of the gene panel.
+
+    All three read the embedding standardised with the training spots' mean and standard deviation (as
+    :func:`sthinge.tl.fit` does) and predict the panel's log expression standardised per gene:
+
+    - ``"ridge"``: :class:`sklearn.linear_model.RidgeCV` with one penalty per gene chosen by efficient
+      leave-one-out cross-validation over the log-spaced grid ``alphas``;
+    - ``"mlp"``: :class:`sklearn.neural_network.MLPRegressor` (ReLU, Adam) with early stopping on a random
+      ``val_fraction`` of the training spots;
+    - ``"knn"``: :class:`sklearn.neighbors.KNeighborsRegressor`, k chosen among ``n_neighbors`` by the MSE on a
+      random ``val_fraction`` of the training spots, then refit on all of them.
+
+    Parameters
+    ----------
+    data
+        SpatialData or AnnData with normalised expression, a gene panel and the embedding.
+    method
+        ``"ridge"``, ``"mlp"`` or ``"knn"``.
+    embedding_key
+        ``obsm`` key of the histology embedding.
+    genes_key
+        ``uns`` key of the gene panel written by :func:`sthinge.pp.select_genes`.
+    layer
+        Layer with log-normalised expression (default: the one :func:`sthinge.pp.normalize` wrote).
+    train_sections
+        Sections to train on (default all spots).
+    section_key
+        obs column naming each spot's section.
+    seed
+        Random seed (validation splits, MLP initialisation).
+    alphas
+        Ridge penalty grid (default 17 values from 1e-2 to 1e6).
+    n_neighbors
+        Candidate k for kNN (default 1, 2, 3, 5, 10, 20, 50; those larger than the training set are skipped).
+    hidden_layer_sizes
+        MLP hidden layer widths.
+    max_iter
+        Maximum MLP epochs.
+    val_fraction
+        Fraction of training spots held out for MLP early stopping and the choice of k.
+    table_key
+        Table of a SpatialData object (default ``"table"``).
+
+    Returns
+    -------
+    A fitted :class:`BaselineModel`; write its predictions with :func:`predict_baseline`.
+
+    Examples
+    --------
+    >>> ridge = st.tl.fit_baseline(sdata, method="ridge", embedding_key="X_uni", train_sections=["A2", "A3"])
+    ... # doctest: +SKIP
+    >>> st.tl.predict_baseline(sdata, ridge, sections=["A1"])  # writes tables["ridge"]  # doctest: +SKIP
+    >>> st.tl.evaluate(sdata, pred_key="ridge")  # doctest: +SKIP
+    """
+    import warnings
+
+    from sthinge.tl._data import _embedding, _expression, _panel, _section_rows
+
+    _check_choice("method", method, METHODS)
+    seed = _check_int("seed", seed, low=0)
+    max_iter = _check_int("max_iter", max_iter, low=1)
+    val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.5, low_open=True)
+    alphas = _DEFAULT_ALPHAS if alphas is None else tuple(_check_float("alphas", a, low=0.0, low_open=True)
+                                                          for a in alphas)
+    if not alphas:
+        raise ValueError("`alphas` is empty.")
+    ks = _DEFAULT_NEIGHBORS if n_neighbors is None else tuple(_check_int("n_neighbors", k, low=1) for k in n_neighbors)
+    if not ks:
+        raise ValueError("`n_neighbors` is empty.")
+    hidden = tuple(_check_int("hidden_layer_sizes", h, low=1) for h in hidden_layer_sizes)
+    table, _ = _resolve_table(data, table_key)
+    genes = _panel(table, genes_key)
+    rows = _section_rows(table, train_sections, section_key, "train_sections")
+    y, layer_used = _expression(table, layer, genes, rows)
+    emb = _embedding(table, embedding_key, rows)
+    if len(rows) < 3:
+        raise ValueError("`train_sections` select fewer than 3 spots; cannot fit a baseline.")
+
+    cond_mean, cond_std = _standardize_stats(emb)
+    y_mean, y_std = _standardize_stats(y, tol=1e-8)
+    xs = ((emb - cond_mean) / cond_std).astype(np.float32)
+    ys = ((y - y_mean) / y_std).astype(np.float32)
+    params: dict[str, Any] = {}
+    history: list[dict[str, float]] = []
+
+    if method == "ridge":
+        from sklearn.linear_model import RidgeCV
+
+        est = RidgeCV(alphas=np.asarray(alphas), alpha_per_target=True).fit(xs, ys)
+        alpha = np.atleast_1d(np.asarray(est.alpha_, dtype=float))
+        params["alpha"] = alpha.tolist()
+        params["alpha_median"] = float(np.median(alpha))
+        at_edge = np.isin(alpha, [min(alphas), max(alphas)]).mean()
+        if len(alphas) > 1 and at_edge > 0.5:
+            logg.warning(f"fit_baseline: the ridge penalty sits at the edge of `alphas` for {at_edge:.0%} of genes; "
+                         "widen the grid.")
+    elif method == "knn":
+        from sklearn.neighbors import KNeighborsRegressor
+
+        fit_idx, val_idx = _split(len(rows), val_fraction, seed)
+        cand = [k for k in dict.fromkeys(ks) if k <= len(fit_idx)]
+        if not cand:
+            raise ValueError(f"`n_neighbors` {list(ks)} all exceed the {len(fit_idx)} spots available for fitting.")
+        scores = {}
+        for k in cand:
+            pred = KNeighborsRegressor(n_neighbors=k).fit(xs[fit_idx], ys[fit_idx]).predict(xs[val_idx])
+            scores[k] = float(((pred - ys[val_idx]) ** 2).mean())
+        best = min(scores, key=scores.get)
+        est = KNeighborsRegressor(n_neighbors=min(best, len(rows))).fit(xs, ys)
+        params.update(n_neighbors=int(best), val_mse={int(k): v for k, v in scores.items()})
+    else:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        est = MLPRegressor(hidden_layer_sizes=hidden, early_stopping=True, validation_fraction=val_fraction,
+                           max_iter=max_iter, n_iter_no_change=10, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(xs, ys)
+        params.update(n_iter=int(est.n_iter_), hidden_layer_sizes=list(hidden))
+        val = list(getattr(est, "validation_scores_", None) or [])
+        history = [
+            {"epoch": float(i), "train_loss": float(loss), **({"val_score": float(val[i])} if i < len(val) else {})}
+            for i, loss in enumerate(est.loss_curve_)
+        ]
+
+    info = table.uns.get(K.UNS_NORMALIZE, {})
+    train_names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
+    model = BaselineModel(
+        method=method, estimator=est, genes=list(genes), embedding_key=embedding_key, cond_mean=cond_mean,
+        cond_std=cond_std, y_mean=y_mean.astype(np.float32), y_std=y_std.astype(np.float32), layer=layer_used,
+        transform=dict(info) if isinstance(info, dict) else {}, params=params, train_sections=train_names,
+        history=history,
+    )
+    logg.info(f"fit_baseline: {method} on {len(rows)} spots x {len(genes)} genes ({embedding_key}, {emb.shape[1]}-d).")
+    return model
+
+
+def predict_baseline(
+    data: AnnData | SpatialData,
+    model: BaselineModel,
+    *,
+    sections: Sequence[str] | str | None = None,
+    section_key: str = K.SECTION_KEY,
+    key_added: str | None = None,
+    copy: bool = False,
+    table_key: str | None = None,
+) -> AnnData | None:
+    """Predict with a baseline and write the result exactly as :func:`sthinge.tl.predict` does.
+
+    A regression baseline gives one value per spot and gene, so the standard deviation is written as NaN (no
+    uncertainty) and there are no samples; :func:`sthinge.tl.evaluate` then skips the uncertainty metrics.
+
+    Parameters
+    ----------
+    data
+        SpatialData or AnnData holding the model's embedding in ``obsm``.
+    model
+        A :class:`BaselineModel` from :func:`fit_baseline`.
+    sections
+        Only predict these sections (values of ``obs[section_key]``); default all spots.
+    section_key
+        obs column naming each spot's section.
+    key_added
+        Name of the prediction (default: the method, e.g. ``"ridge"``).
+    copy
+        Return the prediction table instead of writing it into ``data``.
+    table_key
+        Source table of a SpatialData object (default ``"table"``).
+
+    Returns
+    -------
+    ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the panel as
+    ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` = ``layers[key_added]`` (the predicted mean),
+    ``layers[f"{key_added}_std"]`` (NaN) and ``uns[key_added]`` (the settings). For SpatialData input it is
+    written as ``tables[key_added]``, annotating the same shapes as the source table; for AnnData input the mean
+    and std are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]`` (DataFrames, NaN for rows not
+    predicted).
+
+    Examples
+    --------
+    >>> st.tl.predict_baseline(sdata, ridge, sections="A1")  # doctest: +SKIP
+    >>> sdata.tables["ridge"]  # doctest: +SKIP
+    """
+    from sthinge.tl._data import _embedding, _section_rows
+
+    if not isinstance(model, BaselineModel):
+        raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
+    key_added = model.method if key_added is None else key_added
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    table, source_key = _resolve_table(data, table_key)
+    if _is_spatialdata(data) and not copy and key_added == source_key:
+        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
+    rows = _section_rows(table, sections, section_key, "sections")
+    emb = _embedding(table, model.embedding_key, rows)
+    if emb.shape[1] != model.cond_dim:
+        raise ValueError(
+            f"`obsm[{model.embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "
+            f"{model.cond_dim}; embed with the same encoder as in training."
+        )
+    mean = model.predict_array(emb)
+    std = np.full_like(mean, np.nan)
+    uns = {
+        "method": model.method,
+        "embedding_key": model.embedding_key,
+        "params": {k: v for k, v in model.params.items() if k not in ("alpha", "val_mse")},
+        "transform": str(model.transform.get("transform", "")),
+        "training_layer": str(model.layer or ""),
+        "source_table": source_key if source_key is not None else "",
+    }
+    logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
+    return _write_prediction(data, table, source_key, rows, mean, std, model.genes, key_added, uns, copy)
+
+
+def _write_prediction(data, table, source_key, rows, mean, std, genes, key_added, uns, copy):
+    """Write (mean, std) for ``rows`` of ``table`` in the format of ``tl.predict``."""
+    import anndata as ad
+
+    obs = table.obs.iloc[rows].copy()
+    pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(list(genes))))
+    pred.layers[key_added] = mean
+    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
+    if K.SPATIAL_KEY in table.obsm:
+        pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
+    if K.UNS_SECTIONS in table.uns:
+        pred.uns[K.UNS_SECTIONS] = table.uns[K.UNS_SECTIONS]
+    pred.uns[key_added] = uns
+
+    if _is_spatialdata(data):
+        from spatialdata.models import TableModel
+
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
+        if region_key is not None and instance_key is not None and region_key in obs and instance_key in obs:
+            regions = [str(r) for r in pd.unique(obs[region_key].astype(str))]
+            pred.obs[region_key] = pd.Categorical(obs[region_key].astype(str), categories=regions)
+            pred = TableModel.parse(pred, region=regions, region_key=region_key, instance_key=instance_key)
+        else:
+            pred = TableModel.parse(pred)
+        if copy:
+            return pred
+        data.tables[key_added] = pred
+        return None
+    if copy:
+        return pred
+    for key, values in ((key_added, mean), (f"{key_added}{K.STD_SUFFIX}", std)):
+        full = np.full((table.n_obs, len(genes)), np.nan, dtype=np.float32)
+        full[rows] = values
+        data.obsm[key] = pd.DataFrame(full, index=table.obs_names, columns=list(genes))
+    data.uns[key_added] = uns
+    return None

@@ -1,0 +1,478 @@
+"""``tl.fit``: train HINGE (frozen backbone + SoftAdaLN) on a SpatialData / AnnData table with Lightning."""
+
+from __future__ import annotations
+
+import copy as _copy
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sthinge import _constants as K
+from sthinge._logging import logg
+from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
+
+_PRECISIONS = (None, "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true")
+_VAL_METRICS = ("mse", "loss")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# backbone resolution
+# ----------------------------------------------------------------------------------------------------------
+def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
+    """Return ``(CellFM, source)`` for a preset name (+ weights), a CellFM module, or a checkpoint path."""
+    from sthinge.io._cellfm import load_cellfm
+    from sthinge.models import PRESETS, CellFM
+    from sthinge.tl._model import _sha256
+
+    if isinstance(backbone, CellFM):
+        if weights is not None:
+            raise ValueError("`weights` is only used with a preset name for `backbone`; got a CellFM module.")
+        return _copy.deepcopy(backbone), {"kind": "weights", "name": backbone.config.name}
+    if isinstance(backbone, str) and backbone in PRESETS:
+        if weights is None:
+            logg.warning(
+                f"`backbone={backbone!r}` without `weights`: the backbone is randomly initialised (no pre-training). "
+                "Pass `weights=` (a CellFM .ckpt/.pt or a backbone from `tl.pretrain_backbone`) for real use."
+            )
+            return CellFM.from_preset(backbone), {"kind": "weights", "name": backbone, "random": True}
+        path = Path(weights)
+        if not path.exists():
+            raise FileNotFoundError(f"`weights` file {str(path)!r} not found.")
+        net = load_cellfm(path, preset=backbone)
+        return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path) if path.is_file() else ""}
+    if isinstance(backbone, str | os.PathLike):
+        path = Path(backbone)
+        if not path.exists():
+            raise ValueError(
+                f"`backbone` must be a preset name ({sorted(PRESETS)}), a CellFM module or an existing checkpoint "
+                f"path; got {str(backbone)!r}."
+            )
+        if weights is not None:
+            raise ValueError("Pass either `backbone=<checkpoint path>` or `backbone=<preset>, weights=<path>`.")
+        net = load_cellfm(path)
+        return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path) if path.is_file() else ""}
+    raise TypeError(f"`backbone` must be a preset name, a CellFM module or a path, got {type(backbone).__name__}.")
+
+
+def _hinge_config(config: Any, n_genes: int, cond_dim: int):
+    from sthinge.models import HingeConfig
+
+    if config is None:
+        config = {}
+    if isinstance(config, HingeConfig):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, dict):
+        raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
+    fields = {f.name for f in dataclasses.fields(HingeConfig)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        allowed = sorted(fields - {"n_genes", "cond_dim"})
+        raise ValueError(f"`config` has unknown field(s) {unknown}; allowed: {allowed}.")
+    config = {**config, "n_genes": n_genes, "cond_dim": cond_dim}
+    try:
+        return HingeConfig(**config)
+    except ValueError as err:
+        raise ValueError(f"`config`: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lightning
+# ----------------------------------------------------------------------------------------------------------
+def _lightning_module_class():
+    import lightning.pytorch as pl
+    import torch
+
+    from sthinge.models import MaskSchedule, sample, training_loss
+
+    class HingeLightning(pl.LightningModule):
+        """Training loop of HINGE: masked-diffusion loss with the warm-start curriculum, AdamW, MultiStepLR."""
+
+        def __init__(self, module, *, lr, weight_decay, milestones, gamma, curriculum_epochs, val_metric,
+                     val_steps, loss_weight):
+            super().__init__()
+            self.module = module
+            self.schedule = MaskSchedule.from_config(module.config)
+            self.lr, self.weight_decay = lr, weight_decay
+            self.milestones, self.gamma = list(milestones), gamma
+            self.curriculum_epochs = curriculum_epochs
+            self.val_metric, self.val_steps, self.loss_weight = val_metric, val_steps, loss_weight
+            self.strict_loading = False  # checkpoints hold only the trainable weights
+            self._epoch_losses: list[float] = []
+            self._val: list[tuple[float, int]] = []
+            self.history: list[dict[str, float]] = []
+
+        def training_step(self, batch, batch_idx):
+            x0, cond = batch
+            t_max = self.schedule.t_cap() if self.current_epoch < self.curriculum_epochs else None
+            loss = training_loss(self.module, x0, cond, self.schedule, t_max=t_max, loss_weight=self.loss_weight)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
+                    "training stopped. Lower `lr`, check the inputs for extreme values, or use precision='32-true'. "
+                    "The best weights so far are kept."
+                )
+            self._epoch_losses.append(float(loss.detach()))
+            self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x0, cond = batch
+            g = torch.Generator(device="cpu").manual_seed(1234 + batch_idx)
+            if self.val_metric == "loss":
+                value = training_loss(self.module, x0, cond, self.schedule, generator=g, loss_weight=self.loss_weight)
+            else:
+                mean, _ = sample(self.module, cond, schedule=self.schedule, n_steps=min(self.val_steps,
+                                 self.schedule.n_steps), n_samples=1, batch_size=max(64, x0.shape[0]), generator=g)
+                value = ((mean.float() - x0.float()) ** 2).mean()
+            self._val.append((float(value), int(x0.shape[0])))
+
+        def on_validation_epoch_end(self):
+            if not self._val:
+                return
+            total = sum(n for _, n in self._val)
+            value = sum(v * n for v, n in self._val) / total
+            self._val.clear()
+            self.log("val", value, prog_bar=True)
+
+        def on_train_epoch_end(self):
+            entry = {"epoch": float(self.current_epoch), "lr": float(self.optimizers().param_groups[0]["lr"])}
+            if self._epoch_losses:
+                entry["train_loss"] = float(np.mean(self._epoch_losses))
+            val = self.trainer.callback_metrics.get("val")
+            if val is not None:
+                entry["val"] = float(val)
+            self._epoch_losses.clear()
+            self.history.append(entry)
+
+        def configure_optimizers(self):
+            params = [p for p in self.module.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=self.milestones, gamma=self.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+        def state_dict(self, *args, **kwargs):
+            # only what is trained goes into Lightning checkpoints; the frozen backbone is a reference
+            full = super().state_dict(*args, **kwargs)
+            keep = {f"module.{n}" for n, p in self.module.named_parameters() if p.requires_grad}
+            keep |= {f"module.{n}" for n, _ in self.module.named_buffers()}
+            return type(full)((k, v) for k, v in full.items() if k in keep)
+
+        def on_save_checkpoint(self, checkpoint):
+            checkpoint["sthinge_history"] = list(self.history)
+
+        def on_load_checkpoint(self, checkpoint):
+            self.history = list(checkpoint.get("sthinge_history", []))
+
+    return HingeLightning
+
+
+def _callbacks(patience: int, min_epochs: int):
+    import lightning.pytorch as pl
+    import torch
+
+    class BestAndEarlyStop(pl.Callback):
+        """Early stopping on the validation metric, checked only from ``min_epochs`` on (the paper's warm-up);
+        keeps the best weights in memory and restores them at the end."""
+
+        def __init__(self):
+            self.best = math.inf
+            self.best_state = None
+            self.best_epoch = -1
+            self.bad = 0
+
+        def on_validation_end(self, trainer, module):
+            if trainer.sanity_checking:
+                return
+            val = trainer.callback_metrics.get("val")
+            if val is None:
+                return
+            val = float(val)
+            epoch = trainer.current_epoch
+            if val < self.best:
+                self.best, self.best_epoch, self.bad = val, epoch, 0
+                self.best_state = {
+                    n: p.detach().cpu().clone() for n, p in module.module.named_parameters() if p.requires_grad
+                }
+            elif epoch >= min_epochs:
+                self.bad += 1
+                if self.bad >= patience:
+                    logg.info(f"early stopping at epoch {epoch}: no improvement for {patience} epochs")
+                    trainer.should_stop = True
+
+        def restore(self, module):
+            if self.best_state is None:
+                return
+            with torch.no_grad():
+                params = dict(module.named_parameters())
+                for n, v in self.best_state.items():
+                    params[n].copy_(v.to(params[n].device))
+
+    return BestAndEarlyStop()
+
+
+class _Progress:
+    @staticmethod
+    def make():
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        return TQDMProgressBar(leave=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def fit(
+    data,
+    *,
+    backbone: Any = "tiny",
+    weights: str | os.PathLike | None = None,
+    config: dict | Any | None = None,
+    embedding_key: str = K.embedding_key(K.DEFAULT_ENCODER),
+    genes_key: str = K.GENES_KEY,
+    layer: str | None = None,
+    train_sections: Sequence[str] | None = None,
+    section_key: str = K.SECTION_KEY,
+    val_fraction: float = 0.1,
+    max_epochs: int = 50,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    milestones: Sequence[int] = (20, 30),
+    gamma: float = 0.2,
+    patience: int = 5,
+    min_epochs: int = 15,
+    curriculum_epochs: int = 5,
+    val_metric: str = "mse",
+    val_steps: int = 5,
+    loss_weight: str = "revealed",
+    standardize_embedding: bool = True,
+    gradient_clip_val: float | None = 1.0,
+    seed: int = 42,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    precision: str | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    table_key: str | None = None,
+):
+    """Train HINGE on the spots of ``data``: a frozen expression backbone adapted by SoftAdaLN to histology.
+
+    The defaults are the paper's (App. A.6): AdamW with ``lr=1e-4`` and no weight decay, batch 32, MultiStepLR at
+    epochs 20 and 30 (x0.2), at most 50 epochs with early stopping (patience 5, checked from epoch 15 on, on the
+    validation MSE of predictions sampled with ``val_steps`` steps), the warm-start curriculum (mask ratio
+    <= 20 %) for 5 epochs, and gradient clipping at 1.0 as in the official code.
+
+    Parameters
+    ----------
+    data
+        SpatialData or AnnData with normalised expression (``pp.normalize``), a gene panel (``pp.select_genes``)
+        and spot embeddings (``pp.embed_histology``).
+    backbone
+        A preset name (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``) together with ``weights=``, a
+        :class:`sthinge.models.CellFM`, or the path of a backbone checkpoint (CellFM ``.ckpt``/``.pt`` or one
+        written by sthinge). A preset without weights is randomly initialised (for tests only; a warning says so).
+    weights
+        Local weights file of the preset.
+    config
+        Model variant: a dict of :class:`sthinge.models.HingeConfig` fields (e.g. ``{"variant": "scratch"}``,
+        ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``).
+    embedding_key
+        ``obsm`` key of the histology embeddings.
+    genes_key
+        ``uns`` key of the gene panel written by ``pp.select_genes``.
+    layer
+        Layer of log-normalised expression (default: the layer ``pp.normalize`` wrote). Raw counts are refused.
+    train_sections
+        Sections to train on (default: all); values of ``obs[section_key]``.
+    section_key
+        ``obs`` column naming each spot's section.
+    val_fraction
+        Fraction of the training spots held out for early stopping.
+    max_epochs, batch_size, lr, weight_decay, milestones, gamma, patience, min_epochs, curriculum_epochs
+        Training schedule (see above). ``curriculum_epochs=0`` is the NoCurr ablation.
+    val_metric
+        ``"mse"`` (sampled predictions of the held-out spots, the paper's validation MSE) or ``"loss"`` (the
+        masked-diffusion loss, cheaper).
+    val_steps
+        Step budget of the validation sampler.
+    loss_weight
+        ``"revealed"`` (official code) or ``"pi_t"`` (the paper's Eq. 2).
+    standardize_embedding
+        Standardise each embedding feature with the training spots' mean and standard deviation (stored in the
+        model and applied again at prediction).
+    gradient_clip_val
+        Gradient-norm clipping (None to switch off).
+    seed
+        Random seed of the split, the initialisation of new layers and the training draws.
+    accelerator, devices, strategy, precision
+        Passed to :class:`lightning.pytorch.Trainer`. ``precision=None`` picks ``"bf16-mixed"`` on a GPU that
+        supports it and ``"32-true"`` otherwise. ``devices > 1`` trains data-parallel (DDP).
+    checkpoint_dir
+        Folder for Lightning checkpoints (``last.ckpt``, trainable weights only); needed for ``resume``.
+    resume
+        Continue from ``checkpoint_dir/last.ckpt`` if it exists.
+    table_key
+        Table of a SpatialData object (default: ``"table"``).
+
+    Returns
+    -------
+    The trained :class:`sthinge.tl.HingeModel` (its ``history`` holds the per-epoch losses).
+
+    Examples
+    --------
+    >>> import sthinge as st
+    >>> sdata = st.datasets.synthetic()
+    >>> st.pp.normalize(sdata)
+    >>> st.pp.select_genes(sdata, vocab=None)
+    >>> st.pp.embed_histology(sdata)
+    >>> model = st.tl.fit(sdata, backbone="tiny", max_epochs=2)  # doctest: +SKIP
+    """
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from sthinge._vocab import cellfm_gene_ids
+    from sthinge.models import Hinge
+    from sthinge.tl._data import _embedding, _expression, _panel, _panel_symbols, _section_rows
+    from sthinge.tl._model import HingeModel
+
+    # ---- validate everything before any work ----------------------------------------------------------
+    table, _ = _resolve_table(data, table_key)
+    val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.9)
+    max_epochs = _check_int("max_epochs", max_epochs, low=1)
+    batch_size = _check_int("batch_size", batch_size, low=1)
+    lr = _check_float("lr", lr, low=0.0, low_open=True)
+    weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
+    gamma = _check_float("gamma", gamma, low=0.0, low_open=True)
+    patience = _check_int("patience", patience, low=1)
+    min_epochs = _check_int("min_epochs", min_epochs, low=0)
+    curriculum_epochs = _check_int("curriculum_epochs", curriculum_epochs, low=0)
+    val_steps = _check_int("val_steps", val_steps, low=1)
+    seed = _check_int("seed", seed, low=0)
+    milestones = [_check_int("milestones", m, low=1) for m in milestones]
+    _check_choice("val_metric", val_metric, _VAL_METRICS)
+    _check_choice("loss_weight", loss_weight, ("revealed", "pi_t"))
+    _check_choice("precision", precision, _PRECISIONS)
+    if resume and checkpoint_dir is None:
+        raise ValueError("`resume=True` needs `checkpoint_dir` (where the checkpoints of the interrupted fit are).")
+    if table.n_obs == 0:
+        raise ValueError("`data` has no spots.")
+    genes = _panel(table, genes_key)
+    symbols = _panel_symbols(table, genes_key, genes)
+    rows = _section_rows(table, train_sections, section_key, "train_sections")
+    x, layer_used = _expression(table, layer, genes, rows)
+    emb = _embedding(table, embedding_key, rows)
+    if len(rows) < 2:
+        raise ValueError("`train_sections` select fewer than 2 spots; cannot train.")
+    net, source = _resolve_backbone(backbone, weights)
+    try:
+        gene_ids = cellfm_gene_ids(symbols, net.config.vocab_size)
+    except KeyError as err:
+        raise KeyError(
+            f"The panel has genes outside the backbone's {net.config.vocab_size}-gene vocabulary ({err}); run "
+            f"`pp.select_genes(data, vocab={net.config.vocab_size})`."
+        ) from None
+    hconfig = _hinge_config(config, len(genes), emb.shape[1])
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    n_val = int(round(val_fraction * len(rows))) if val_fraction > 0 else 0
+    n_val = min(n_val, len(rows) - 1)
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if standardize_embedding:
+        mean = emb[train_idx].mean(0)
+        std = emb[train_idx].std(0)
+        std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    else:
+        mean, std = np.zeros(emb.shape[1], np.float32), np.ones(emb.shape[1], np.float32)
+    cond = ((emb - mean) / std).astype(np.float32)
+    xt, ct = torch.from_numpy(x), torch.from_numpy(cond)
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = Hinge(net, torch.as_tensor(gene_ids, dtype=torch.long), hconfig)
+    lit_cls = _lightning_module_class()
+    lit = lit_cls(
+        module, lr=lr, weight_decay=weight_decay, milestones=milestones, gamma=gamma,
+        curriculum_epochs=curriculum_epochs, val_metric=val_metric, val_steps=val_steps, loss_weight=loss_weight,
+    )
+    g = torch.Generator().manual_seed(seed)
+    train_dl = DataLoader(TensorDataset(xt[train_idx], ct[train_idx]), batch_size=batch_size, shuffle=True,
+                          generator=g, drop_last=len(train_idx) > batch_size)
+    val_dl = None
+    if n_val > 0:
+        val_dl = DataLoader(TensorDataset(xt[val_idx], ct[val_idx]), batch_size=max(batch_size * 8, 64))
+
+    from sthinge._settings import settings
+
+    if precision is None:
+        precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    stopper = _callbacks(patience, min_epochs)
+    callbacks = [stopper]
+    show = settings.verbosity >= 2
+    if show:
+        callbacks.append(_Progress.make())
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        checkpoint_dir = Path(checkpoint_dir)
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1))
+        last = checkpoint_dir / "last.ckpt"
+        if resume and last.is_file():
+            ckpt_path = str(last)
+            logg.info(f"resuming from {last}")
+        elif resume:
+            logg.warning(f"`resume=True` but {last} does not exist: starting from scratch.")
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=callbacks,
+        enable_progress_bar=show,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=checkpoint_dir is not None,
+        deterministic=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val_dl is not None else 0,
+        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*number of training batches.*")
+        warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+        try:
+            trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+        except FloatingPointError:
+            stopper.restore(module)
+            raise
+    stopper.restore(module)
+    module.eval()
+    module.cpu()
+    info = table.uns.get(K.UNS_NORMALIZE, {})
+    train_names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
+    model = HingeModel(
+        module,
+        genes=genes,
+        symbols=symbols,
+        embedding_key=embedding_key,
+        cond_mean=mean,
+        cond_std=std,
+        backbone_source=source,
+        layer=layer_used,
+        transform=info if isinstance(info, dict) else {},
+        history=lit.history,
+        train_sections=train_names,
+    )
+    logg.info(f"fit: {len(lit.history)} epochs; best validation {stopper.best:.4g} at epoch {stopper.best_epoch}.")
+    return model

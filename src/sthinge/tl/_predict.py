@@ -1,0 +1,231 @@
+"""``tl.predict``: sample expression for every spot and write it as a table linked to the same shapes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sthinge import _constants as K
+from sthinge._logging import logg, progress
+from sthinge._utils import _check_int, _is_spatialdata, _resolve_table
+
+_CHUNK = 4096  # spots per sampler call; fixed so that results do not depend on `batch_size`
+
+
+def _as_model(model):
+    from sthinge.tl._model import HingeModel
+
+    if isinstance(model, HingeModel):
+        return model
+    if isinstance(model, str | os.PathLike):
+        return HingeModel.load(model)
+    raise TypeError(f"`model` must be a HingeModel or the folder of a saved model, got {type(model).__name__}.")
+
+
+def predict(
+    data,
+    model,
+    *,
+    n_steps: int | None = None,
+    n_samples: int = 1,
+    batch_size: int = 256,
+    sections: Sequence[str] | str | None = None,
+    section_key: str = K.SECTION_KEY,
+    seed: int = 0,
+    device: str | None = None,
+    autocast: bool | None = None,
+    return_samples: bool = False,
+    key_added: str = K.PRED_KEY,
+    copy: bool = False,
+    table_key: str | None = None,
+):
+    """Sample gene expression for every spot from its histology embedding.
+
+    Spots are processed in streamed chunks and the results written into preallocated arrays, so memory beyond
+    the outputs does not grow with the number of spots.
+
+    Parameters
+    ----------
+    data
+        SpatialData or AnnData holding the model's embedding in ``obsm`` (tables made by ``pp.make_grid``
+        without expression work too).
+    model
+        A :class:`sthinge.tl.HingeModel` or the folder it was saved to.
+    n_steps
+        Step budget K of the sampler (1 <= K <= T; default T, the full ancestral sampler).
+    n_samples
+        Samples per spot; their mean is the prediction and their standard deviation the uncertainty.
+    batch_size
+        Rows (spots x samples) per model call.
+    sections
+        Only predict these sections (values of ``obs[section_key]``); default all spots.
+    section_key
+        ``obs`` column naming each spot's section.
+    seed
+        Random seed; the same seed gives the same prediction.
+    device
+        Torch device (default ``settings.device``).
+    autocast
+        bfloat16 autocast in sampling (default: on for CUDA, off on CPU).
+    return_samples
+        Also store the individual samples.
+    key_added
+        Name of the prediction.
+    copy
+        Return the prediction table instead of writing it into ``data``.
+    table_key
+        Source table of a SpatialData object (default ``"table"``).
+
+    Returns
+    -------
+    ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the model's gene
+    panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
+
+    - ``X`` and ``layers[key_added]``: the predicted mean (log-normalised, the transform of the training layer);
+    - ``layers[f"{key_added}_std"]``: the standard deviation over samples;
+    - ``obsm[f"{key_added}_samples"]``: spots x samples x genes, if ``return_samples``;
+    - ``uns[key_added]``: the settings of the run.
+
+    For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the source table
+    (so ``squidpy.gr.spatial_neighbors`` / ``spatial_autocorr`` run on it directly). For AnnData input the mean
+    and standard deviation are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]`` as DataFrames
+    (spots x panel genes).
+
+    Examples
+    --------
+    >>> st.tl.predict(sdata, model, n_steps=5, n_samples=4)  # doctest: +SKIP
+    >>> sdata.tables["sthinge"].layers["sthinge_std"]  # doctest: +SKIP
+    """
+    import torch
+
+    from sthinge._settings import settings
+    from sthinge.models import sample
+    from sthinge.tl._data import _embedding, _section_rows
+
+    # ---- validation before any work -----------------------------------------------------------------------
+    model = _as_model(model)
+    table, source_key = _resolve_table(data, table_key)
+    T = int(model.config.n_steps)
+    if n_steps is not None:
+        n_steps = _check_int("n_steps", n_steps, low=1, high=T)
+    n_samples = _check_int("n_samples", n_samples, low=1, high=100_000)
+    batch_size = _check_int("batch_size", batch_size, low=1)
+    seed = _check_int("seed", seed, low=0)
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if _is_spatialdata(data) and not copy and key_added == source_key:
+        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
+    rows = _section_rows(table, sections, section_key, "sections")
+    emb = _embedding(table, model.embedding_key, rows)
+    if emb.shape[1] != model.cond_dim:
+        raise ValueError(
+            f"`obsm[{model.embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "
+            f"{model.cond_dim}; embed with the same encoder as in training."
+        )
+    if len(rows) == 0:
+        raise ValueError("`data` has no spots to predict.")
+    dev = settings.resolve_device(device)
+    if autocast is None:
+        autocast = dev.type == "cuda"
+    dtype = torch.bfloat16 if autocast else None
+
+    # ---- sampling, streamed ---------------------------------------------------------------------------------
+    n, G = len(rows), model.n_genes
+    mean = np.empty((n, G), np.float32)
+    std = np.empty((n, G), np.float32)
+    samples = np.empty((n, n_samples, G), np.float32) if return_samples else None
+    module = model.module.to(dev).eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    start = time.perf_counter()
+    try:
+        for lo in progress(range(0, n, _CHUNK), desc="predicting", total=(n + _CHUNK - 1) // _CHUNK):
+            hi = min(lo + _CHUNK, n)
+            cond = torch.from_numpy(model.standardize(emb[lo:hi]))
+            out = _sample_with_oom_retry(
+                sample, module, cond, n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
+                generator=gen, return_samples=return_samples, autocast=dtype,
+            )
+            mean[lo:hi] = out[0].float().cpu().numpy()
+            std[lo:hi] = out[1].float().cpu().numpy()
+            if samples is not None:
+                samples[lo:hi] = out[2].float().cpu().numpy()
+    finally:
+        module.cpu()
+    elapsed = time.perf_counter() - start
+
+    # ---- the prediction table ------------------------------------------------------------------------------
+    import anndata as ad
+
+    obs = table.obs.iloc[rows].copy()
+    pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(model.genes)))
+    pred.layers[key_added] = mean
+    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
+    if K.SPATIAL_KEY in table.obsm:
+        pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
+    if samples is not None:
+        pred.obsm[f"{key_added}{K.SAMPLES_SUFFIX}"] = samples
+    for key in (K.UNS_SECTIONS,):
+        if key in table.uns:
+            pred.uns[key] = table.uns[key]
+    pred.uns[key_added] = {
+        "n_steps": int(n_steps or T),
+        "n_samples": int(n_samples),
+        "seed": int(seed),
+        "embedding_key": model.embedding_key,
+        "variant": model.config.variant,
+        "transform": str(model.transform.get("transform", "")),
+        "training_layer": str(model.layer or ""),
+        "source_table": source_key if source_key is not None else "",
+        "seconds": float(elapsed),
+    }
+    logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
+
+    if _is_spatialdata(data):
+        from spatialdata.models import TableModel
+
+        attrs = table.uns.get("spatialdata_attrs", {})
+        region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
+        if region_key is not None and instance_key is not None and region_key in obs and instance_key in obs:
+            regions = [str(r) for r in pd.unique(obs[region_key].astype(str))]
+            pred.obs[region_key] = pd.Categorical(obs[region_key].astype(str), categories=regions)
+            pred = TableModel.parse(pred, region=regions, region_key=region_key, instance_key=instance_key)
+        else:
+            pred = TableModel.parse(pred)
+        if copy:
+            return pred
+        data.tables[key_added] = pred
+        return None
+    if copy:
+        return pred
+    data.obsm[key_added] = _full_frame(mean, table, rows, model.genes)
+    data.obsm[f"{key_added}{K.STD_SUFFIX}"] = _full_frame(std, table, rows, model.genes)
+    data.uns[key_added] = pred.uns[key_added]
+    return None
+
+
+def _full_frame(values: np.ndarray, table, rows: np.ndarray, genes: list[str]) -> pd.DataFrame:
+    full = np.full((table.n_obs, len(genes)), np.nan, dtype=np.float32)
+    full[rows] = values
+    return pd.DataFrame(full, index=table.obs_names, columns=list(genes))
+
+
+def _sample_with_oom_retry(sample_fn, module, cond, *, batch_size: int, **kwargs) -> Any:
+    """Call the sampler; on a GPU out-of-memory error halve the batch and try again (down to 1)."""
+    import torch
+
+    while True:
+        state = kwargs["generator"].get_state()
+        try:
+            return sample_fn(module, cond, batch_size=batch_size, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            if batch_size <= 1:
+                raise
+            kwargs["generator"].set_state(state)
+            batch_size = max(1, batch_size // 2)
+            torch.cuda.empty_cache()
+            logg.warning(f"GPU out of memory in predict: continuing with batch_size={batch_size}.")

@@ -1,0 +1,161 @@
+"""Plotting: every function returns a Figure, saves a PNG and names the bad argument."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+
+import sthinge as st
+from sthinge import _constants as K
+from sthinge import pl
+
+EMB = "X_test"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def predicted():
+    """Two small sections with images; a "sthinge" prediction (with std) of S2 from a ridge baseline."""
+    from sthinge.pp._normalize import normalize
+    from sthinge.tl._baselines import fit_baseline, predict_baseline
+
+    st.settings.verbosity = 1
+    sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=6, seed=0)
+    normalize(sdata)
+    table = sdata.tables[K.TABLE_KEY]
+    table.obsm[EMB] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
+    table.uns[K.GENES_KEY] = list(table.var_names)
+    model = fit_baseline(sdata, method="ridge", embedding_key=EMB, train_sections=["S1"])
+    predict_baseline(sdata, model, sections=["S2"], key_added=K.PRED_KEY)
+    pred = sdata.tables[K.PRED_KEY]
+    pred.layers[K.PRED_KEY + K.STD_SUFFIX] = np.random.default_rng(0).uniform(0.1, 1, pred.shape).astype(np.float32)
+    return sdata
+
+
+def test_spatial_figure_image_and_save(predicted, tmp_path):
+    sdata = predicted
+    gene = sdata.tables[K.PRED_KEY].var_names[0]
+    out = tmp_path / "spatial.png"
+    fig = pl.spatial(sdata, gene, return_fig=True, save=out)
+    assert isinstance(fig, Figure)
+    axes = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title() for a in axes] == [f"{gene}: truth", f"{gene}: sthinge", f"{gene}: sthinge_std"]
+    # the H&E is drawn in full-resolution pixel coordinates, whatever level is shown
+    image = sdata.images["S2_image"]
+    H, W = image.sizes["y"], image.sizes["x"]
+    assert axes[0].images[0].get_extent() == [0.0, W, H, 0.0]
+    assert out.read_bytes()[:8] == PNG
+    # truth and prediction share the colour scale
+    assert axes[0].collections[0].norm.vmax == axes[1].collections[0].norm.vmax
+    assert pl.spatial(sdata, gene) is None
+
+
+def test_spatial_truth_only_other_section_and_no_image(predicted):
+    sdata = predicted
+    gene = sdata.tables[K.TABLE_KEY].var_names[1]
+    fig = pl.spatial(sdata, [gene], keys=["truth"], section="S1", img=False, return_fig=True)
+    ax = [a for a in fig.axes if a.get_title()][0]
+    assert not ax.images and len(ax.collections[0].get_array()) == 16
+    # AnnData input without images
+    adata = sdata.tables[K.TABLE_KEY].copy()
+    fig = pl.spatial(adata, gene, keys=["truth"], return_fig=True)
+    assert isinstance(fig, Figure)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"genes": "NOT_A_GENE"}, KeyError, "genes"),
+        ({"keys": ["truth", "bogus"]}, KeyError, "keys"),
+        ({"section": "S9"}, ValueError, "section"),
+        ({"section": "S1"}, ValueError, "section"),  # S1 was not predicted
+        ({"size": 0}, ValueError, "size"),
+    ],
+)
+def test_spatial_errors(predicted, kwargs, err, match):
+    kwargs = {"genes": predicted.tables[K.PRED_KEY].var_names[0], **kwargs}
+    with pytest.raises(err, match=match):
+        pl.spatial(predicted, **kwargs)
+
+
+def test_coexpression_plot(predicted, tmp_path):
+    out = tmp_path / "co.png"
+    fig = pl.coexpression(predicted, return_fig=True, save=out)
+    assert isinstance(fig, Figure) and "similarity" in fig._suptitle.get_text()
+    assert out.read_bytes()[:8] == PNG
+    with pytest.raises(KeyError, match="genes"):
+        pl.coexpression(predicted, genes=["NOPE", "ALSO_NOPE"])
+    with pytest.raises(KeyError, match="pred_key"):
+        pl.coexpression(predicted, pred_key="missing")
+
+
+def _results():
+    idx = pd.Index(["S1", "S2", "S3"], name="section")
+    a = pd.DataFrame({"method": "hinge", "pcc50": [0.6, 0.7, 0.65], "mse": [0.9, 0.8, 1.0]}, index=idx)
+    b = pd.DataFrame({"method": "ridge", "pcc50": [0.5, 0.55, 0.6], "mse": [1.0, 1.1, 0.9]}, index=idx)
+    return pd.concat([a, b])
+
+
+@pytest.mark.parametrize("kind", ["box", "strip"])
+def test_metrics_plot(kind, tmp_path):
+    out = tmp_path / "m.png"
+    fig = pl.metrics(_results(), metric="pcc50", kind=kind, return_fig=True, save=out)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["hinge", "ridge"]
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in points) == 6  # one point per section and method
+    assert out.read_bytes()[:8] == PNG
+
+
+def test_metrics_plot_errors():
+    with pytest.raises(KeyError, match="metric"):
+        pl.metrics(_results(), metric="pcc200")
+    with pytest.raises(KeyError, match="by"):
+        pl.metrics(_results(), by="model")
+    with pytest.raises(ValueError, match="kind"):
+        pl.metrics(_results(), kind="violin")
+
+
+def test_history_plot(tmp_path):
+    hist = [{"epoch": float(i), "train_loss": 1 / (i + 1), "val": 1.2 / (i + 1), "lr": 1e-4} for i in range(5)]
+    out = tmp_path / "h.png"
+    fig = pl.history(hist, return_fig=True, save=out)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["train_loss", "val"] and out.read_bytes()[:8] == PNG
+
+    class Model:
+        history = hist
+
+    fig, ax = plt.subplots()
+    assert pl.history(Model(), ax=ax, show_lr=False, return_fig=True) is fig
+    with pytest.raises(KeyError, match="keys"):
+        pl.history(hist, keys=["val_mse"])
+    with pytest.raises(ValueError, match="empty"):
+        pl.history([])
+
+
+def test_spatial_multiscale_image_uses_a_lower_level(monkeypatch):
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+
+    import sthinge.pl._spatial as spatial_module
+    from sthinge.pp._normalize import normalize
+
+    sdata = st.datasets.synthetic(n_sections=1, n_spots=9, n_genes=4, seed=1)
+    normalize(sdata)
+    full = np.asarray(sdata.images["S1_image"].values)
+    sdata.images["S1_image"] = Image2DModel.parse(full, dims=("c", "y", "x"), scale_factors=[2, 2],
+                                                  transformations={"S1": Identity()})
+    monkeypatch.setattr(spatial_module, "_MAX_SIDE", full.shape[1] // 2 - 1)
+    fig = pl.spatial(sdata, sdata.tables[K.TABLE_KEY].var_names[0], keys=["truth"], return_fig=True)
+    shown = [a for a in fig.axes if a.get_title()][0].images[0]
+    assert shown.get_array().shape[0] == full.shape[1] // 2  # the middle level of 3
+    assert shown.get_extent() == [0.0, full.shape[2], full.shape[1], 0.0]  # still full-resolution pixels

@@ -1,0 +1,172 @@
+"""Regression baselines and cross-validation on tiny synthetic data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sthinge as st
+from sthinge import _constants as K
+from sthinge.tl._baselines import BaselineModel, fit_baseline, predict_baseline
+from sthinge.tl._crossval import cross_validate
+from sthinge.tl._evaluate import compare, evaluate
+
+EMB = "X_test"
+
+
+def _linear_sdata(seed=0):
+    """3 sections x 36 spots; the normalised layer is exactly linear in the embedding."""
+    from sthinge.pp._normalize import normalize
+
+    sdata = st.datasets.synthetic(n_sections=3, n_spots=36, n_genes=12, image=False, seed=seed)
+    normalize(sdata)
+    table = sdata.tables[K.TABLE_KEY]
+    rng = np.random.default_rng(seed)
+    emb = rng.uniform(0, 1, size=(table.n_obs, 6)).astype(np.float32)
+    weights = rng.uniform(0.2, 1.0, size=(6, table.n_vars))
+    table.obsm[EMB] = emb
+    table.layers[K.NORM_LAYER] = (2.0 + emb @ weights).astype(np.float32)
+    table.uns[K.GENES_KEY] = list(table.var_names)
+    return sdata
+
+
+def _synthetic_sdata(seed=0):
+    """The brief's set-up: synthetic data, normalised, embedding = true factors + noise."""
+    from sthinge.pp._normalize import normalize
+
+    st.settings.verbosity = 1
+    sdata = st.datasets.synthetic(n_sections=3, n_spots=36, n_genes=12, image=False, seed=seed)
+    normalize(sdata)
+    table = sdata.tables[K.TABLE_KEY]
+    rng = np.random.default_rng(seed)
+    table.obsm[EMB] = np.c_[table.obsm["synthetic_factors"], rng.normal(size=(table.n_obs, 3))].astype(np.float32)
+    return sdata
+
+
+def _snapshot(sdata):
+    table = sdata.tables[K.TABLE_KEY]
+    return (set(sdata.tables), set(table.obsm), set(table.uns), set(table.layers), set(table.var.columns),
+            float(np.asarray(table.layers[K.NORM_LAYER].sum())))
+
+
+def test_ridge_recovers_linear_relation_on_held_out_section():
+    sdata = _linear_sdata()
+    model = fit_baseline(sdata, method="ridge", embedding_key=EMB, train_sections=["S1", "S2"])
+    assert isinstance(model, BaselineModel) and model.train_sections == ["S1", "S2"]
+    predict_baseline(sdata, model, sections=["S3"])
+    res = evaluate(sdata, pred_key="ridge", metrics=["pcc50", "mse"])
+    assert list(res.index) == ["S3"]
+    assert res.loc["S3", "pcc50"] > 0.99 and res.loc["S3", "mse"] < 1e-2
+    assert "unc_spearman" not in res.columns  # no uncertainty from a regression
+
+
+def test_baseline_output_has_the_predict_format():
+    sdata = _linear_sdata()
+    model = fit_baseline(sdata, method="knn", embedding_key=EMB, train_sections=["S1", "S2"], n_neighbors=[1, 3, 5])
+    assert model.params["n_neighbors"] in (1, 3, 5)
+    predict_baseline(sdata, model, sections="S3", key_added="knn_pred")
+    pred = sdata.tables["knn_pred"]
+    assert list(pred.var_names) == model.genes and pred.shape == (36, 12)
+    np.testing.assert_array_equal(pred.X, pred.layers["knn_pred"])
+    assert np.isnan(pred.layers["knn_pred" + K.STD_SUFFIX]).all()
+    assert (pred.obs[K.SECTION_KEY] == "S3").all()
+    attrs = pred.uns["spatialdata_attrs"]
+    assert attrs["region"] in ("S3_spots", ["S3_spots"]) and attrs["instance_key"] == K.INSTANCE_KEY
+    assert pred.uns["knn_pred"]["source_table"] == K.TABLE_KEY
+    assert pred.uns["knn_pred"]["training_layer"] == K.NORM_LAYER
+    np.testing.assert_array_equal(pred.obsm[K.SPATIAL_KEY], sdata.tables[K.TABLE_KEY].obsm[K.SPATIAL_KEY][72:])
+    # AnnData input: obsm DataFrames with NaN for rows not predicted
+    adata = sdata.tables[K.TABLE_KEY].copy()
+    predict_baseline(adata, model, sections=["S3"])
+    mean = adata.obsm["knn"]
+    assert list(mean.columns) == model.genes and mean.shape == (108, 12)
+    assert mean.iloc[:72].isna().all().all() and np.isfinite(mean.iloc[72:].to_numpy()).all()
+    res = evaluate(adata, pred_key="knn", metrics=["pcc50"])
+    assert list(res.index) == ["S3"] and res.loc["S3", "pcc50"] > 0.5
+    # copy=True returns the table and writes nothing
+    out = predict_baseline(sdata, model, sections=["S3"], key_added="other", copy=True)
+    assert out.shape == (36, 12) and "other" not in sdata.tables
+
+
+def test_mlp_baseline_runs_and_keeps_history():
+    sdata = _linear_sdata()
+    model = fit_baseline(sdata, method="mlp", embedding_key=EMB, train_sections=["S1", "S2"],
+                         hidden_layer_sizes=(16,), max_iter=30)
+    assert 1 <= len(model.history) <= 30 and "train_loss" in model.history[0]
+    predict_baseline(sdata, model, sections=["S3"])
+    assert np.isfinite(evaluate(sdata, pred_key="mlp", metrics=["mse"]).loc["S3", "mse"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"method": "svm"}, ValueError, "method"),
+        ({"embedding_key": "X_nope"}, KeyError, "embedding_key"),
+        ({"train_sections": ["S9"]}, ValueError, "train_sections"),
+        ({"genes_key": "nope"}, KeyError, "genes_key"),
+        ({"alphas": [0.0]}, ValueError, "alphas"),
+    ],
+)
+def test_fit_baseline_errors(kwargs, err, match):
+    sdata = _linear_sdata()
+    with pytest.raises(err, match=match):
+        fit_baseline(sdata, **{"embedding_key": EMB, **kwargs})
+
+
+def test_predict_baseline_embedding_mismatch():
+    sdata = _linear_sdata()
+    model = fit_baseline(sdata, method="ridge", embedding_key=EMB)
+    table = sdata.tables[K.TABLE_KEY]
+    table.obsm[EMB] = table.obsm[EMB][:, :3]
+    with pytest.raises(ValueError, match="features"):
+        predict_baseline(sdata, model)
+    with pytest.raises(ValueError, match="key_added"):
+        predict_baseline(sdata, model, key_added=K.TABLE_KEY)
+    assert set(sdata.tables) == {K.TABLE_KEY}
+
+
+def test_cross_validate_ridge_one_row_per_fold_and_data_unchanged():
+    sdata = _synthetic_sdata()
+    before = _snapshot(sdata)
+    cv = cross_validate(sdata, method="ridge", embedding_key=EMB, n_top=12, metrics=["pcc50", "mse", "ssim"])
+    assert _snapshot(sdata) == before
+    assert list(cv.index) == ["S1", "S2", "S3"] and (cv["method"] == "ridge").all()
+    assert list(cv["fold"]) == ["S1", "S2", "S3"] and (cv["n_train_sections"] == 2).all()
+    assert cv["pcc50"].between(0.3, 1.0).all() and (cv["n_spots"] == 36).all()
+    details = cv.attrs["details"]
+    assert len(details.per_gene) == int(cv["n_panel"].sum())
+    assert set(details.per_gene["fold"]) == {"S1", "S2", "S3"} and set(details.panels) == {"S1", "S2", "S3"}
+    # a knn run on the same folds compares row by row, and the two concatenate for plotting
+    knn = cross_validate(sdata, method="knn", embedding_key=EMB, n_top=12, folds=["S1", "S3"], metrics=["pcc50"])
+    assert list(knn.index) == ["S1", "S3"]
+    assert compare(cv, knn, metric="pcc50")["n"] == 2
+    assert pd.concat([cv, knn]).shape[0] == 5
+
+
+def test_cross_validate_errors_leave_data_unchanged():
+    sdata = _synthetic_sdata()
+    before = _snapshot(sdata)
+    with pytest.raises(ValueError, match="folds"):
+        cross_validate(sdata, method="ridge", embedding_key=EMB, folds=["S7"])
+    with pytest.raises(ValueError, match="method"):
+        cross_validate(sdata, method="lasso", embedding_key=EMB)
+    with pytest.raises(ValueError, match="fit_kwargs"):
+        cross_validate(sdata, method="ridge", embedding_key=EMB, fit_kwargs={"train_sections": ["S1"]})
+    with pytest.raises(ValueError, match="metrics"):
+        cross_validate(sdata, method="ridge", embedding_key=EMB, metrics=["auc"])
+    with pytest.raises(KeyError, match="embedding_key"):
+        cross_validate(sdata, method="ridge", embedding_key="X_missing")
+    assert _snapshot(sdata) == before
+
+
+@pytest.mark.slow
+def test_cross_validate_hinge_one_fold():
+    sdata = _synthetic_sdata()
+    before = _snapshot(sdata)
+    cv = cross_validate(
+        sdata, method="hinge", folds=["S3"], embedding_key=EMB, n_top=12, metrics=["pcc50", "mse"],
+        fit_kwargs=dict(backbone="tiny", max_epochs=1, min_epochs=0, val_metric="loss"),
+        predict_kwargs=dict(n_steps=2, n_samples=2),
+    )
+    assert _snapshot(sdata) == before
+    assert list(cv.index) == ["S3"] and cv.loc["S3", "method"] == "hinge"
+    assert np.isfinite(cv.loc["S3", "mse"]) and cv.loc["S3", "coverage90_method"] == "gaussian"

@@ -1,0 +1,248 @@
+"""evaluate / coexpression / compare against values computed by hand on tiny arrays."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from sthinge import _constants as K
+from sthinge.tl._evaluate import _lattice, coexpression, compare, evaluate
+
+
+def _adata(truth, pred, *, std=None, samples=None, sections=None, width=None):
+    """AnnData with the truth in the normalised layer and a prediction in obsm, spots on a `width`-wide grid."""
+    truth = np.asarray(truth, dtype=np.float32)
+    n, G = truth.shape
+    width = width or int(np.ceil(np.sqrt(n)))
+    names = [f"s{i}" for i in range(n)]
+    genes = [f"g{j}" for j in range(G)]
+    obs = pd.DataFrame(
+        {K.SECTION_KEY: sections if sections is not None else ["A"] * n,
+         K.ARRAY_X: np.arange(n) % width, K.ARRAY_Y: np.arange(n) // width},
+        index=names,
+    )
+    a = ad.AnnData(X=truth.copy(), obs=obs, var=pd.DataFrame(index=genes))
+    a.layers[K.NORM_LAYER] = truth
+    a.uns[K.UNS_NORMALIZE] = {"key_added": K.NORM_LAYER, "transform": "log1p_cp10k"}
+    a.obsm[K.PRED_KEY] = pd.DataFrame(np.asarray(pred, dtype=np.float32), index=names, columns=genes)
+    if std is not None:
+        a.obsm[K.PRED_KEY + K.STD_SUFFIX] = pd.DataFrame(np.asarray(std, np.float32), index=names, columns=genes)
+    if samples is not None:
+        a.obsm[K.PRED_KEY + K.SAMPLES_SUFFIX] = np.asarray(samples, dtype=np.float32)
+    return a
+
+
+def test_perfect_prediction():
+    truth = np.random.default_rng(0).uniform(0, 5, size=(25, 4))
+    res = evaluate(_adata(truth, truth), metrics=["pcc50", "mse", "mae", "ssim", "pcc"])
+    row = res.loc["A"]
+    assert row["pcc50"] == pytest.approx(1.0) and row["pcc"] == pytest.approx(1.0)
+    assert row["mse"] == 0 and row["mae"] == 0
+    assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert row["pcc50_n_genes"] == 4 and row["n_spots"] == 25 and row["n_constant"] == 0
+    assert res.attrs["truth_layer"] == K.NORM_LAYER and res.attrs["rank_by"] == "variance"
+    # no std: no uncertainty columns
+    assert "unc_spearman" not in res.columns
+
+
+def test_shuffled_prediction_has_pcc_near_zero():
+    rng = np.random.default_rng(1)
+    truth = rng.normal(3, 1, size=(400, 20)).clip(0)
+    pred = truth[rng.permutation(400)]
+    res = evaluate(_adata(truth, pred), metrics=["pcc", "ssim"])
+    assert abs(res.loc["A", "pcc"]) < 0.05
+    assert res.loc["A", "ssim"] < 0.5
+
+
+def test_known_pcc_mse_mae_by_hand():
+    truth = np.array([[1, 1], [2, 2], [3, 3], [4, 4]], float)
+    pred = np.array([[1, 7], [3, 5], [2, 3], [4, 1]], float)  # gene 1: -2 x + 9
+    genes = evaluate(_adata(truth, pred), metrics=["pcc", "mse", "mae"], per_gene=True).set_index("gene")
+    # gene 0: centred (-1.5, -.5, .5, 1.5) vs (-1.5, .5, -.5, 1.5): 4 / 5
+    assert genes.loc["g0", "pcc"] == pytest.approx(0.8)
+    assert genes.loc["g1", "pcc"] == pytest.approx(-1.0)
+    assert genes.loc["g0", "mse"] == pytest.approx(0.5) and genes.loc["g0", "mae"] == pytest.approx(0.5)
+    summary = evaluate(_adata(truth, pred), metrics=["mse", "mae"])
+    err = pred - truth
+    assert summary.loc["A", "mse"] == pytest.approx((err**2).mean())
+    assert summary.loc["A", "mae"] == pytest.approx(np.abs(err).mean())
+
+
+def test_pcc_k_with_fewer_genes_than_k():
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0, 4, size=(30, 3))
+    pred = truth + rng.normal(0, 0.5, size=truth.shape)
+    res = evaluate(_adata(truth, pred), metrics=["pcc50", "pcc2"])
+    per = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(3)]
+    assert res.loc["A", "pcc50_n_genes"] == 3 and res.loc["A", "pcc2_n_genes"] == 2
+    assert res.loc["A", "pcc50"] == pytest.approx(np.mean(per))
+
+
+def test_rank_by_variance_vs_pcc():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(40, 4))
+    truth = 5 + base * np.array([3.0, 2.0, 0.5, 0.2])  # variances: g0 > g1 > g2 > g3
+    pred = truth.copy()
+    pred[:, :2] += rng.normal(0, 2.0, size=(40, 2))  # the two most variable genes are predicted badly
+    pcc = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(4)]
+    var = evaluate(_adata(truth, pred), metrics=["pcc2"], rank_by="variance").loc["A", "pcc2"]
+    top = evaluate(_adata(truth, pred), metrics=["pcc2"], rank_by="pcc").loc["A", "pcc2"]
+    assert var == pytest.approx((pcc[0] + pcc[1]) / 2)  # chosen by the truth's variance: g0, g1
+    assert top == pytest.approx(1.0)  # the two largest PCCs: g2, g3 (exact)
+    assert top > var
+
+
+def test_constant_genes_are_excluded_and_counted():
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(1, 3, size=(25, 3))
+    truth[:, 1] = 2.0
+    pred = truth + rng.normal(0, 0.1, size=truth.shape)
+    a = _adata(truth, pred)
+    res = evaluate(a, metrics=["pcc50", "ssim"])
+    assert res.loc["A", "n_constant"] == 1 and res.loc["A", "pcc50_n_genes"] == 2
+    genes = evaluate(a, metrics=["pcc50", "ssim"], per_gene=True).set_index("gene")
+    assert np.isnan(genes.loc["g1", "pcc"]) and np.isnan(genes.loc["g1", "ssim"])
+    assert np.isfinite(genes.loc["g0", "pcc"])
+
+
+def test_coverage_from_samples_and_gaussian():
+    n, S = 4, 101
+    truth = np.array([[0.0], [10.0], [50.0], [96.0]])
+    samples = np.broadcast_to(np.arange(S, dtype=float)[None, :, None], (n, S, 1))  # 5-95 % interval = [5, 95]
+    mean = samples.mean(1)
+    a = _adata(truth, mean, std=samples.std(1), samples=samples, width=2)
+    res = evaluate(a, metrics=["mse"])
+    assert res.loc["A", "coverage90"] == pytest.approx(0.5)
+    assert res.loc["A", "coverage90_method"] == "samples"
+    # Gaussian interval mean +- 1.645 std
+    truth = np.array([[0.0], [1.0], [1.7], [-1.6]]) + 5
+    std = np.ones((4, 1))
+    a = _adata(truth, np.full((4, 1), 5.0), std=std, width=2)
+    res = evaluate(a, metrics=["mse"])
+    assert res.loc["A", "coverage90"] == pytest.approx(0.75)
+    assert res.loc["A", "coverage90_method"] == "gaussian"
+
+
+def test_uncertainty_spearman():
+    rng = np.random.default_rng(5)
+    truth = rng.uniform(1, 4, size=(30, 2))
+    pred = truth + rng.normal(0, 0.5, size=truth.shape)
+    good = _adata(truth, pred, std=np.abs(pred - truth))
+    assert evaluate(good, metrics=["mse"]).loc["A", "unc_spearman"] == pytest.approx(1.0)
+    bad = _adata(truth, pred, std=-np.abs(pred - truth) + 10)
+    assert evaluate(bad, metrics=["mse"]).loc["A", "unc_spearman"] == pytest.approx(-1.0)
+
+
+def test_per_section_and_unpredicted_rows():
+    rng = np.random.default_rng(6)
+    truth = rng.uniform(0, 3, size=(32, 3))
+    pred = truth.copy()
+    pred[16:] = truth[16:][::-1]
+    pred[:4] = np.nan  # not predicted
+    a = _adata(truth, pred, sections=["A"] * 16 + ["B"] * 16, width=4)
+    res = evaluate(a, metrics=["pcc", "mse"])
+    assert list(res.index) == ["A", "B"] and res.index.name == K.SECTION_KEY
+    assert res.loc["A", "n_spots"] == 12 and res.loc["A", "mse"] == 0
+    assert res.loc["B", "mse"] > 0
+    pooled = evaluate(a, metrics=["mse"], by=None)
+    assert list(pooled.index) == ["all"] and pooled.loc["all", "n_spots"] == 28
+    genes = evaluate(a, metrics=["pcc"], per_gene=True)
+    assert set(genes.columns) >= {"section", "gene", "pcc", "mse", "mae"} and len(genes) == 6
+
+
+def test_spatialdata_prediction_aligned_by_obs_names():
+    import sthinge as st
+    from sthinge.pp._normalize import normalize
+    from sthinge.tl._baselines import _write_prediction
+    from sthinge.tl._data import _expression
+
+    sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=8, image=False)
+    normalize(sdata)
+    table = sdata.tables[K.TABLE_KEY]
+    genes = list(table.var_names[:5])
+    rows = np.flatnonzero(table.obs[K.SECTION_KEY] == "S2")[::-1]  # reversed order
+    truth, _ = _expression(table, None, genes, rows)
+    _write_prediction(sdata, table, K.TABLE_KEY, rows, truth, np.full_like(truth, np.nan), genes, "pred",
+                      {"source_table": K.TABLE_KEY}, False)
+    res = evaluate(sdata, pred_key="pred", metrics=["pcc50", "mse", "ssim"])
+    assert list(res.index) == ["S2"]
+    assert res.loc["S2", "pcc50"] == pytest.approx(1.0) and res.loc["S2", "mse"] == 0
+    assert res.loc["S2", "ssim"] == pytest.approx(1.0, abs=1e-6)
+    sub = evaluate(sdata, pred_key="pred", genes=genes[:2], metrics=["pcc50"])
+    assert sub.loc["S2", "pcc50_n_genes"] == 2
+    with pytest.raises(KeyError, match="pred_key"):
+        evaluate(sdata, pred_key="nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "err", "match"),
+    [
+        ({"metrics": ["pcc50", "r2"]}, ValueError, "metrics"),
+        ({"rank_by": "mean"}, ValueError, "rank_by"),
+        ({"pred_key": "missing"}, KeyError, "pred_key"),
+        ({"genes": ["g0", "NOPE"]}, KeyError, "genes"),
+        ({"truth_layer": "counts"}, KeyError, "truth_layer"),
+        ({"by": "nope"}, KeyError, "by"),
+    ],
+)
+def test_evaluate_errors(kwargs, err, match):
+    truth = np.random.default_rng(0).uniform(0, 2, size=(9, 2))
+    with pytest.raises(err, match=match):
+        evaluate(_adata(truth, truth), **kwargs)
+
+
+def test_lattice_square_and_hexagonal():
+    # Visium-like: every other column in alternating rows
+    y = np.repeat(np.arange(4), 3)
+    x = np.tile(np.arange(3) * 2, 4) + y % 2
+    iy, ix = _lattice(pd.DataFrame({K.ARRAY_X: x, K.ARRAY_Y: y}), None)
+    assert len(set(zip(iy, ix))) == 12 and ix.max() == 2 and iy.max() == 3
+    # no array coordinates: a square grid inferred from pixel positions
+    xy = np.c_[np.tile(np.arange(5), 5) * 46.3 + 10, np.repeat(np.arange(5), 5) * 46.3 + 7]
+    iy, ix = _lattice(pd.DataFrame(index=range(25)), xy)
+    np.testing.assert_array_equal(ix, np.tile(np.arange(5), 5))
+    np.testing.assert_array_equal(iy, np.repeat(np.arange(5), 5))
+
+
+def test_coexpression():
+    rng = np.random.default_rng(7)
+    truth = rng.uniform(0, 3, size=(30, 4))
+    co = coexpression(_adata(truth, truth))
+    assert co.similarity == pytest.approx(1.0) and co.rmse == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(co.truth.to_numpy(), np.corrcoef(truth, rowvar=False), atol=1e-6)
+    pred = truth.copy()
+    pred[:, 0] = pred[:, 1]  # a fake perfect correlation between g0 and g1
+    co = coexpression(_adata(truth, pred), method="spearman")
+    assert co.pred.loc["g0", "g1"] == pytest.approx(1.0) and co.similarity < 1.0
+    with pytest.raises(ValueError, match="method"):
+        coexpression(_adata(truth, truth), method="kendall")
+    with pytest.raises(ValueError, match="section"):
+        coexpression(_adata(truth, truth), section="Z")
+
+
+def test_compare_known_wilcoxon():
+    a = pd.DataFrame({"pcc50": [0.5, 0.6, 0.7, 0.8, 0.9, 0.55]}, index=list("ABCDEF"))
+    d = np.array([0.1, 0.2, -0.05, 0.3, 0.15, 0.25])
+    b = pd.DataFrame({"pcc50": (a["pcc50"] - d).to_numpy()[::-1]}, index=list("FEDCBA"))  # matched by index
+    res = compare(a, b, metric="pcc50")
+    # ranks of |d|: 2, 4, 1, 6, 3, 5 -> W- = 1; exact two-sided p = 2 * 2 / 2**6
+    assert res["n"] == 6 and res["statistic"] == pytest.approx(1.0)
+    assert res["pvalue"] == pytest.approx(0.0625)
+    assert res["pvalue"] == pytest.approx(wilcoxon(a["pcc50"], b.loc[a.index, "pcc50"]).pvalue)
+    assert res["median_diff"] == pytest.approx(np.median(d))
+    assert compare(a, b, metric="pcc50", alternative="greater")["pvalue"] == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="share no rows"):
+        compare(a, b.set_axis(list("UVWXYZ")), metric="pcc50")
+    with pytest.raises(KeyError, match="metric"):
+        compare(a, b, metric="mse")
+
+
+def test_compare_per_gene_tables():
+    rng = np.random.default_rng(8)
+    truth = rng.uniform(0, 3, size=(25, 6))
+    good = evaluate(_adata(truth, truth + rng.normal(0, 0.1, truth.shape)), per_gene=True, metrics=["pcc"])
+    bad = evaluate(_adata(truth, truth + rng.normal(0, 2.0, truth.shape)), per_gene=True, metrics=["pcc"])
+    res = compare(good, bad.iloc[::-1], metric="pcc", alternative="greater")
+    assert res["n"] == 6 and res["median_diff"] > 0
+    assert res["pvalue"] == pytest.approx(1 / 64)

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from pp_helpers import _snapshot
+
+import sthinge as st
+
+
+def test_grid_over_tissue_then_embed(sdata):
+    st.pp.make_grid(sdata, "S1_image", spacing_um=180.0)
+    assert "S1_grid" in sdata.shapes and "S1_grid_table" in sdata.tables
+    table = sdata.tables["S1_grid_table"]
+    assert table.n_vars == 0 and table.n_obs > 10
+    meta = table.uns["sthinge_sections"]["S1"]
+    assert meta["image"] == "S1_image" and meta["shapes"] == "S1_grid"
+    assert meta["mpp"] == pytest.approx(sdata.tables["table"].uns["sthinge_sections"]["S1"]["mpp"])
+    xy = table.obsm["spatial"]
+    step = np.diff(np.unique(xy[:, 0]))
+    np.testing.assert_allclose(step, 180.0 / meta["mpp"])
+    # the synthetic tissue is a rounded square: the corners (background) get no pseudo-spot
+    full = st.pp.make_grid(sdata, "S1_image", spacing_um=180.0, tissue_only=False, copy=True)
+    assert full.tables["S1_grid_table"].n_obs > table.n_obs
+    st.pp.embed_histology(sdata, table_key="S1_grid_table", encoder="he-stats", batch_size=128)
+    assert table.obsm["X_he-stats"].shape == (table.n_obs, 104)
+
+
+def test_grid_copy_and_errors(sdata):
+    before = _snapshot(sdata)
+    out = st.pp.make_grid(sdata, "S2_image", spacing_um=200.0, spot_diameter_um=55.0, copy=True, key_added="g")
+    assert _snapshot(sdata) == before and "g" not in sdata.shapes
+    assert set(out.shapes) == {"g"} and set(out.tables) == {"g_table"}
+    mpp = out.tables["g_table"].uns["sthinge_sections"]["S2"]["mpp"]
+    assert out.shapes["g"]["radius"].iloc[0] == pytest.approx(27.5 / mpp)
+    with pytest.raises(KeyError, match="image_key"):
+        st.pp.make_grid(sdata, "nope")
+    with pytest.raises(ValueError, match="spacing_um"):
+        st.pp.make_grid(sdata, "S1_image", spacing_um=0.0)
+    with pytest.raises(TypeError, match="data"):
+        st.pp.make_grid(sdata.tables["table"], "S1_image")
+    del sdata.tables["table"]
+    with pytest.raises(ValueError, match="mpp"):
+        st.pp.make_grid(sdata, "S1_image")
+    assert "S1_grid" not in sdata.shapes

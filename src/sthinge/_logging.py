@@ -11,8 +11,16 @@ if not logg.handlers:
     _handler = logging.StreamHandler()
     _handler.setFormatter(logging.Formatter("%(levelname)s (sthinge): %(message)s"))
     logg.addHandler(_handler)
-    logg.setLevel(logging.INFO)
     logg.propagate = False
+
+
+def _apply_verbosity() -> None:
+    from sthinge._settings import _VERBOSITY_LEVELS, settings
+
+    logg.setLevel(_VERBOSITY_LEVELS[settings.verbosity])
+
+
+_apply_verbosity()
 
 T = TypeVar("T")
 

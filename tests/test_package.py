@@ -50,15 +50,39 @@ def test_vocab_lists():
         cellfm_vocab(12345)
 
 
-def test_cli_version_and_demo(tmp_path):
+def test_cli_version():
     from sthinge._cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
+    assert main([]) == 1  # no command: help and a non-zero exit
+
+
+@pytest.mark.slow
+def test_cli_demo_synthetic_report(tmp_path):
+    import pandas as pd
+
+    from sthinge._cli import main
+
     out = tmp_path / "report"
-    assert main(["demo", "--synthetic", "--quiet", "--out", str(out)]) == 0
-    assert "spots" in (out / "summary.md").read_text()
+    assert main(["demo", "--synthetic", "--quiet", "--epochs", "1", "--samples", "1", "--out", str(out)]) == 0
+    summary = (out / "summary.md").read_text()
+    assert "PCC-50" in summary and "HINGE" in summary and "ridge" in summary
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics["method"]) == {"HINGE", "ridge"}
+    assert metrics["pcc50"].notna().all()
+    for name in ("spatial.png", "coexpression.png", "history.png", "metrics.md"):
+        assert (out / name).is_file()
+    assert (out / "predictions.zarr").is_dir()
+
+
+def test_cli_demo_bad_section(tmp_path, capsys):
+    from sthinge._cli import main
+
+    assert main(["demo", "--synthetic", "--held-out", "S99", "--out", str(tmp_path / "r")]) == 2
+    assert "held_out" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_atomic_path_keeps_old_file_on_error(tmp_path):

@@ -136,7 +136,7 @@ class CellFMConfig:
         return replace(self, **NUMERICS[profile])
 
     @classmethod
-    def from_preset(cls, name: str, *, numerics: str | None = None, **overrides) -> CellFMConfig:
+    def from_preset(cls, name: str, /, *, numerics: str | None = None, **overrides) -> CellFMConfig:
         """Config of preset ``name`` (see :data:`PRESETS`), with a numerics profile and field overrides."""
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
@@ -152,6 +152,8 @@ PRESETS: dict[str, CellFMConfig] = {
         n_layers=2, d_model=1536, n_heads=48, vocab_size=VOCAB_SIZE_80M, st_tokens=True, name="cellfm-80m"
     ),
     "cellfm-800m": CellFMConfig(n_layers=40, d_model=1536, n_heads=48, vocab_size=VOCAB_SIZE_800M, name="cellfm-800m"),
+    # sized for pre-training on a CPU (sthinge's default backbone, see docs/pretraining.md)
+    "cpu-small": CellFMConfig(n_layers=4, d_model=128, n_heads=8, vocab_size=VOCAB_SIZE_80M, name="cpu-small"),
 }
 """Named CellFM configurations (numerics profile ``"cellfm"``)."""
 
@@ -347,7 +349,7 @@ class CellFM(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_preset(cls, name: str, *, numerics: str | None = None, **overrides) -> CellFM:
+    def from_preset(cls, name: str, /, *, numerics: str | None = None, **overrides) -> CellFM:
         """Build preset ``name`` (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``) with random weights.
 
         Parameters

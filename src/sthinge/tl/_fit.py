@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy as _copy
 import dataclasses
+import functools
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,17 @@ def _hinge_config(config: Any, n_genes: int, cond_dim: int):
 # ----------------------------------------------------------------------------------------------------------
 # Lightning
 # ----------------------------------------------------------------------------------------------------------
+def __getattr__(name: str):
+    # the Lightning classes are defined lazily (Lightning is imported only by `fit`); spawn-based DDP pickles
+    # them by name, so a worker process that unpickles `sthinge.tl._fit.HingeLightning` gets the same class
+    if name == "HingeLightning":
+        return _lightning_module_class()
+    if name == "BestAndEarlyStop":
+        return _stopper_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
 def _lightning_module_class():
     import lightning.pytorch as pl
     import torch
@@ -137,12 +151,20 @@ def _lightning_module_class():
             total = sum(n for _, n in self._val)
             value = sum(v * n for v, n in self._val) / total
             self._val.clear()
-            self.log("val", value, prog_bar=True)
+            distributed = self.trainer.world_size > 1
+            if distributed:  # weighted mean over the validation spots of all ranks: every rank gets the same value
+                s = torch.tensor([value * total, total], dtype=torch.float64, device=self.device)
+                s = self.trainer.strategy.reduce(s, reduce_op="sum")
+                value = float(s[0] / s[1])
+            self.log("val", value, prog_bar=True, sync_dist=distributed)
 
         def on_train_epoch_end(self):
             entry = {"epoch": float(self.current_epoch), "lr": float(self.optimizers().param_groups[0]["lr"])}
             if self._epoch_losses:
                 entry["train_loss"] = float(np.mean(self._epoch_losses))
+                if self.trainer.world_size > 1:  # mean over ranks (each rank sees as many batches)
+                    loss = torch.tensor(entry["train_loss"], dtype=torch.float64, device=self.device)
+                    entry["train_loss"] = float(self.trainer.strategy.reduce(loss, reduce_op="mean"))
             val = self.trainer.callback_metrics.get("val")
             if val is not None:
                 entry["val"] = float(val)
@@ -168,18 +190,30 @@ def _lightning_module_class():
         def on_load_checkpoint(self, checkpoint):
             self.history = list(checkpoint.get("sthinge_history", []))
 
+    HingeLightning.__qualname__ = "HingeLightning"  # picklable by name (see `__getattr__`)
     return HingeLightning
 
 
-def _callbacks(patience: int, min_epochs: int):
+def _callbacks(patience: int, min_epochs: int, result_dir: str | None = None):
+    return _stopper_class()(patience, min_epochs, result_dir)
+
+
+@functools.cache
+def _stopper_class():
     import lightning.pytorch as pl
     import torch
 
     class BestAndEarlyStop(pl.Callback):
         """Early stopping on the validation metric, checked only from ``min_epochs`` on (the paper's warm-up);
-        keeps the best weights in memory and restores them at the end."""
+        keeps the best weights in memory and restores them at the end.
 
-        def __init__(self):
+        With a spawn-based strategy (``ddp_spawn``, ``ddp_fork``) training runs in worker processes: each rank then
+        writes its history and best epoch to ``result_dir/rank{r}.pt`` for the main process (Lightning itself sends
+        rank 0's trainable weights back, after the best ones were restored here)."""
+
+        def __init__(self, patience, min_epochs, result_dir=None):
+            self.patience, self.min_epochs, self.result_dir = patience, min_epochs, result_dir
+            self.main_pid = os.getpid()
             self.best = math.inf
             self.best_state = None
             self.best_epoch = -1
@@ -198,11 +232,17 @@ def _callbacks(patience: int, min_epochs: int):
                 self.best_state = {
                     n: p.detach().cpu().clone() for n, p in module.module.named_parameters() if p.requires_grad
                 }
-            elif epoch >= min_epochs:
+            elif epoch >= self.min_epochs:
                 self.bad += 1
-                if self.bad >= patience:
-                    logg.info(f"early stopping at epoch {epoch}: no improvement for {patience} epochs")
+                if self.bad >= self.patience:
+                    logg.info(f"early stopping at epoch {epoch}: no improvement for {self.patience} epochs")
                     trainer.should_stop = True
+
+        def on_fit_end(self, trainer, module):
+            self.restore(module.module)
+            if os.getpid() != self.main_pid and self.result_dir is not None:  # a worker process of ddp_spawn & co.
+                result = {"history": list(module.history), "best": self.best, "best_epoch": self.best_epoch}
+                torch.save(result, Path(self.result_dir) / f"rank{trainer.global_rank}.pt")
 
         def restore(self, module):
             if self.best_state is None:
@@ -212,7 +252,26 @@ def _callbacks(patience: int, min_epochs: int):
                 for n, v in self.best_state.items():
                     params[n].copy_(v.to(params[n].device))
 
-    return BestAndEarlyStop()
+    BestAndEarlyStop.__qualname__ = "BestAndEarlyStop"  # picklable by name (see `__getattr__`)
+    return BestAndEarlyStop
+
+
+def _collect_worker_results(result_dir: str, lit, stopper) -> None:
+    """After a spawn-based DDP fit: take rank 0's history and best epoch; the ranks must agree on them."""
+    import torch
+
+    paths = sorted(Path(result_dir).glob("rank*.pt"), key=lambda p: int(p.stem[4:]))
+    if not paths:  # trained in this process
+        return
+    results = [torch.load(p, weights_only=True) for p in paths]
+    ranks = [int(p.stem[4:]) for p in paths]
+    if ranks[0] != 0:
+        raise RuntimeError("DDP training finished without results from rank 0.")
+    for rank, res in zip(ranks[1:], results[1:]):
+        if res["history"] != results[0]["history"] or res["best_epoch"] != results[0]["best_epoch"]:
+            raise RuntimeError(f"DDP ranks 0 and {rank} disagree on the validation history / best epoch.")
+    lit.history = list(results[0]["history"])
+    stopper.best, stopper.best_epoch = float(results[0]["best"]), int(results[0]["best_epoch"])
 
 
 class _Progress:
@@ -445,6 +504,11 @@ def fit(
         limit_val_batches=1.0 if val_dl is not None else 0,
         default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
     )
+    if trainer.world_size > 1:
+        # DDP shuffles with its own DistributedSampler, seeded by `seed_everything`; and a torch.Generator cannot
+        # be sent to spawned worker processes
+        train_dl = DataLoader(train_dl.dataset, batch_size=batch_size, shuffle=True, drop_last=train_dl.drop_last)
+    result_dir = stopper.result_dir = tempfile.mkdtemp(prefix="sthinge-fit-")  # used by spawned workers only
     import warnings
 
     with warnings.catch_warnings():
@@ -453,9 +517,12 @@ def fit(
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         try:
             trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+            _collect_worker_results(result_dir, lit, stopper)
         except FloatingPointError:
             stopper.restore(module)
             raise
+        finally:
+            shutil.rmtree(result_dir, ignore_errors=True)
     stopper.restore(module)
     module.eval()
     module.cpu()

@@ -32,3 +32,40 @@ def progress(iterable: Iterable[T], *, desc: str | None = None, total: int | Non
     from sthinge._settings import settings
 
     return tqdm(iterable, desc=desc, total=total, disable=settings.verbosity < 2, leave=False, **kwargs)
+
+
+class quiet_lightning:
+    """Context manager: Lightning's start-up chatter and known harmless warnings only at ``verbosity >= 3``."""
+
+    _LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning")
+    _WARNINGS = (
+        ".*does not have many workers.*",
+        ".*number of training batches.*",
+        ".*GPU available but not used.*",
+        ".*no `val_dataloader`.*",
+        ".*treespec.*LeafSpec.*",
+        ".*limit_val_batches.*",
+    )
+
+    def __enter__(self):
+        import warnings
+
+        from sthinge._settings import settings
+
+        self._levels = {}
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        for pattern in self._WARNINGS:
+            warnings.filterwarnings("ignore", pattern)
+        if settings.verbosity < 3:
+            for name in self._LOGGERS:
+                lg = logging.getLogger(name)
+                self._levels[name] = lg.level
+                lg.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._catch.__exit__(*exc)
+        return False

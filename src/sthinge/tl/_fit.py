@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge._logging import logg
+from sthinge._logging import logg, quiet_lightning
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
 _PRECISIONS = (None, "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true")
@@ -487,34 +487,31 @@ def fit(
             logg.info(f"resuming from {last}")
         elif resume:
             logg.warning(f"`resume=True` but {last} does not exist: starting from scratch.")
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
-        gradient_clip_val=gradient_clip_val,
-        callbacks=callbacks,
-        enable_progress_bar=show,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=checkpoint_dir is not None,
-        deterministic=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if val_dl is not None else 0,
-        default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
-    )
+    with quiet_lightning():  # no start-up chatter from Lightning below verbosity 3
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            precision=precision,
+            gradient_clip_val=gradient_clip_val,
+            callbacks=callbacks,
+            enable_progress_bar=show,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=checkpoint_dir is not None,
+            deterministic=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1.0 if val_dl is not None else 0,
+            default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+        )
     if trainer.world_size > 1:
         # DDP shuffles with its own DistributedSampler, seeded by `seed_everything`; and a torch.Generator cannot
         # be sent to spawned worker processes
         train_dl = DataLoader(train_dl.dataset, batch_size=batch_size, shuffle=True, drop_last=train_dl.drop_last)
     result_dir = stopper.result_dir = tempfile.mkdtemp(prefix="sthinge-fit-")  # used by spawned workers only
-    import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    with quiet_lightning():
         try:
             trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
             _collect_worker_results(result_dir, lit, stopper)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge._logging import logg
+from sthinge._logging import logg, quiet_lightning
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -596,28 +596,24 @@ def pretrain_backbone(
         from sthinge.tl._fit import _Progress
 
         callbacks.append(_Progress.make())
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        max_steps=-1 if max_steps is None else max_steps,
-        accelerator=accelerator,
-        devices=devices,
-        precision=precision,
-        gradient_clip_val=gradient_clip_val,
-        callbacks=callbacks,
-        enable_progress_bar=show,
-        enable_model_summary=False,
-        logger=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if val_dl is not None else 0,
-    )
-    import warnings
+    with quiet_lightning():  # no start-up chatter from Lightning below verbosity 3
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            max_steps=-1 if max_steps is None else max_steps,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            gradient_clip_val=gradient_clip_val,
+            callbacks=callbacks,
+            enable_progress_bar=show,
+            enable_model_summary=False,
+            logger=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1.0 if val_dl is not None else 0,
+        )
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
+    with quiet_lightning():
         trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl)
     model = lit.model.cpu().eval()
     final = None

@@ -25,6 +25,7 @@ def _demo(args: argparse.Namespace) -> int:
         held_out=args.held_out,
         max_epochs=args.epochs,
         n_samples=args.samples,
+        n_steps=args.steps,
         seed=args.seed,
         say=_out,
     )
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="sthinge-report", help="report folder to write (default: sthinge-report)")
     demo.add_argument("--epochs", type=int, default=30, help="maximum training epochs (default 30)")
     demo.add_argument("--samples", type=int, default=4, help="samples per spot (default 4)")
+    demo.add_argument("--steps", type=int, default=10, help="sampler step budget K <= T=50 (default 10)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from sthinge import _constants as K
 from sthinge._logging import logg
@@ -339,43 +338,8 @@ def predict_baseline(
         "source_table": source_key if source_key is not None else "",
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
-    return _write_prediction(data, table, source_key, rows, mean, std, model.genes, key_added, uns, copy)
+    from sthinge.tl._predict import _write_prediction
+
+    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy)
 
 
-def _write_prediction(data, table, source_key, rows, mean, std, genes, key_added, uns, copy):
-    """Write (mean, std) for ``rows`` of ``table`` in the format of ``tl.predict``."""
-    import anndata as ad
-
-    obs = table.obs.iloc[rows].copy()
-    pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(list(genes))))
-    pred.layers[key_added] = mean
-    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
-    if K.SPATIAL_KEY in table.obsm:
-        pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
-    if K.UNS_SECTIONS in table.uns:
-        pred.uns[K.UNS_SECTIONS] = table.uns[K.UNS_SECTIONS]
-    pred.uns[key_added] = uns
-
-    if _is_spatialdata(data):
-        from spatialdata.models import TableModel
-
-        attrs = table.uns.get("spatialdata_attrs", {})
-        region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
-        if region_key is not None and instance_key is not None and region_key in obs and instance_key in obs:
-            regions = [str(r) for r in pd.unique(obs[region_key].astype(str))]
-            pred.obs[region_key] = pd.Categorical(obs[region_key].astype(str), categories=regions)
-            pred = TableModel.parse(pred, region=regions, region_key=region_key, instance_key=instance_key)
-        else:
-            pred = TableModel.parse(pred)
-        if copy:
-            return pred
-        data.tables[key_added] = pred
-        return None
-    if copy:
-        return pred
-    for key, values in ((key_added, mean), (f"{key_added}{K.STD_SUFFIX}", std)):
-        full = np.full((table.n_obs, len(genes)), np.nan, dtype=np.float32)
-        full[rows] = values
-        data.obsm[key] = pd.DataFrame(full, index=table.obs_names, columns=list(genes))
-    data.uns[key_added] = uns
-    return None

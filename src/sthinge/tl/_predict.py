@@ -159,20 +159,7 @@ def predict(
     elapsed = time.perf_counter() - start
 
     # ---- the prediction table ------------------------------------------------------------------------------
-    import anndata as ad
-
-    obs = table.obs.iloc[rows].copy()
-    pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(model.genes)))
-    pred.layers[key_added] = mean
-    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
-    if K.SPATIAL_KEY in table.obsm:
-        pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
-    if samples is not None:
-        pred.obsm[f"{key_added}{K.SAMPLES_SUFFIX}"] = samples
-    for key in (K.UNS_SECTIONS,):
-        if key in table.uns:
-            pred.uns[key] = table.uns[key]
-    pred.uns[key_added] = {
+    uns = {
         "n_steps": int(n_steps or T),
         "n_samples": int(n_samples),
         "seed": int(seed),
@@ -184,6 +171,29 @@ def predict(
         "seconds": float(elapsed),
     }
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
+    extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
+    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy, extra_obsm=extra)
+
+
+def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy, *, extra_obsm=None):
+    """Write (mean, std) for ``rows`` of ``table`` as ``tl.predict`` does (shared with the baselines).
+
+    SpatialData: a new table ``tables[key_added]`` linked to the same shapes; AnnData: ``obsm`` DataFrames.
+    With ``copy`` the prediction table is returned and ``data`` is left untouched.
+    """
+    import anndata as ad
+
+    obs = table.obs.iloc[rows].copy()
+    pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(list(genes))))
+    pred.layers[key_added] = mean
+    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
+    if K.SPATIAL_KEY in table.obsm:
+        pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
+    for key, values in (extra_obsm or {}).items():
+        pred.obsm[key] = values
+    if K.UNS_SECTIONS in table.uns:
+        pred.uns[K.UNS_SECTIONS] = table.uns[K.UNS_SECTIONS]
+    pred.uns[key_added] = uns
 
     if _is_spatialdata(data):
         from spatialdata.models import TableModel
@@ -202,9 +212,9 @@ def predict(
         return None
     if copy:
         return pred
-    data.obsm[key_added] = _full_frame(mean, table, rows, model.genes)
-    data.obsm[f"{key_added}{K.STD_SUFFIX}"] = _full_frame(std, table, rows, model.genes)
-    data.uns[key_added] = pred.uns[key_added]
+    data.obsm[key_added] = _full_frame(mean, table, rows, genes)
+    data.obsm[f"{key_added}{K.STD_SUFFIX}"] = _full_frame(std, table, rows, genes)
+    data.uns[key_added] = uns
     return None
 
 

@@ -154,8 +154,8 @@ def test_per_section_and_unpredicted_rows():
 def test_spatialdata_prediction_aligned_by_obs_names():
     import sthinge as st
     from sthinge.pp._normalize import normalize
-    from sthinge.tl._baselines import _write_prediction
     from sthinge.tl._data import _expression
+    from sthinge.tl._predict import _write_prediction
 
     sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=8, image=False)
     normalize(sdata)
@@ -163,7 +163,7 @@ def test_spatialdata_prediction_aligned_by_obs_names():
     genes = list(table.var_names[:5])
     rows = np.flatnonzero(table.obs[K.SECTION_KEY] == "S2")[::-1]  # reversed order
     truth, _ = _expression(table, None, genes, rows)
-    _write_prediction(sdata, table, K.TABLE_KEY, rows, truth, np.full_like(truth, np.nan), genes, "pred",
+    _write_prediction(sdata, table, rows, truth, np.full_like(truth, np.nan), genes, "pred",
                       {"source_table": K.TABLE_KEY}, False)
     res = evaluate(sdata, pred_key="pred", metrics=["pcc50", "mse", "ssim"])
     assert list(res.index) == ["S2"]

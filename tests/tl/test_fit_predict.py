@@ -192,6 +192,10 @@ def test_predict_embedding_mismatch(trained):
     adata.obsm[EMB] = adata.obsm[EMB][:, :3]
     with pytest.raises(ValueError, match="features"):
         st.tl.predict(adata, model)
+    adata.obsm[EMB] = sdata.tables[K.TABLE_KEY].obsm[EMB].copy()
+    adata.obsm[EMB][5, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        st.tl.predict(adata, model)
     del adata.obsm[EMB]
     with pytest.raises(KeyError, match="embedding_key"):
         st.tl.predict(adata, model)

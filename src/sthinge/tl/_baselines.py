@@ -15,7 +15,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_choice, _check_float, _check_int, _is_spatialdata, _resolve_table
+from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -310,23 +310,15 @@ def predict_baseline(
     >>> st.tl.predict_baseline(sdata, ridge, sections="A1")  # doctest: +SKIP
     >>> sdata.tables["ridge"]  # doctest: +SKIP
     """
-    from sthinge.tl._data import _embedding, _section_rows
+    from sthinge.tl._predict import _prediction_inputs, _write_prediction
 
     if not isinstance(model, BaselineModel):
         raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
     key_added = model.method if key_added is None else key_added
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     table, source_key = _resolve_table(data, table_key)
-    if _is_spatialdata(data) and not copy and key_added == source_key:
-        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
-    rows = _section_rows(table, sections, section_key, "sections")
-    emb = _embedding(table, model.embedding_key, rows)
-    if emb.shape[1] != model.cond_dim:
-        raise ValueError(
-            f"`obsm[{model.embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "
-            f"{model.cond_dim}; embed with the same encoder as in training."
-        )
+    rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
+                                   model.embedding_key, model.cond_dim)
+    emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
     std = np.full_like(mean, np.nan)
     uns = {
@@ -338,8 +330,6 @@ def predict_baseline(
         "source_table": source_key if source_key is not None else "",
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
-    from sthinge.tl._predict import _write_prediction
-
     return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy)
 
 

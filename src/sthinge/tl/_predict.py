@@ -105,7 +105,6 @@ def predict(
 
     from sthinge._settings import settings
     from sthinge.models import sample
-    from sthinge.tl._data import _embedding, _section_rows
 
     # ---- validation before any work -----------------------------------------------------------------------
     model = _as_model(model)
@@ -116,17 +115,8 @@ def predict(
     n_samples = _check_int("n_samples", n_samples, low=1, high=100_000)
     batch_size = _check_int("batch_size", batch_size, low=1)
     seed = _check_int("seed", seed, low=0)
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
-    if _is_spatialdata(data) and not copy and key_added == source_key:
-        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
-    rows = _section_rows(table, sections, section_key, "sections")
-    emb = _embedding(table, model.embedding_key, rows)
-    if emb.shape[1] != model.cond_dim:
-        raise ValueError(
-            f"`obsm[{model.embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "
-            f"{model.cond_dim}; embed with the same encoder as in training."
-        )
+    rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
+                                   model.embedding_key, model.cond_dim)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
     dev = settings.resolve_device(device)
@@ -145,7 +135,7 @@ def predict(
     try:
         for lo in progress(range(0, n, _CHUNK), desc="predicting", total=(n + _CHUNK - 1) // _CHUNK):
             hi = min(lo + _CHUNK, n)
-            cond = torch.from_numpy(model.standardize(emb[lo:hi]))
+            cond = torch.from_numpy(model.standardize(_rows_of(emb, rows[lo:hi])))  # one chunk at a time
             out = _sample_with_oom_retry(
                 sample, module, cond, n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
                 generator=gen, return_samples=return_samples, autocast=dtype,
@@ -173,6 +163,43 @@ def predict(
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
     extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
     return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy, extra_obsm=extra)
+
+
+def _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key, embedding_key, cond_dim):
+    """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
+
+    Returns the row indices to predict and the embedding array *without copying it* (checked chunk by chunk),
+    so memory does not grow with the number of spots.
+    """
+    from sthinge.tl._data import _section_rows
+
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
+    if _is_spatialdata(data) and not copy and key_added == source_key:
+        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
+    rows = _section_rows(table, sections, section_key, "sections")
+    if embedding_key not in table.obsm:
+        raise KeyError(
+            f"`embedding_key` {embedding_key!r} not found in `obsm` (available: {list(table.obsm)}); run "
+            "`sthinge.pp.embed_histology(data)` first."
+        )
+    emb = table.obsm[embedding_key]
+    emb = emb.to_numpy() if isinstance(emb, pd.DataFrame) else np.asarray(emb)
+    if emb.ndim != 2:
+        raise ValueError(f"`obsm[{embedding_key!r}]` must be 2-D (spots x features), got shape {emb.shape}.")
+    if emb.shape[1] != cond_dim:
+        raise ValueError(
+            f"`obsm[{embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "
+            f"{cond_dim}; embed with the same encoder as in training."
+        )
+    for lo in range(0, len(rows), _CHUNK):
+        if not np.isfinite(_rows_of(emb, rows[lo : lo + _CHUNK])).all():
+            raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
+    return rows, emb
+
+
+def _rows_of(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(emb[rows], dtype=np.float32)
 
 
 def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy, *, extra_obsm=None):

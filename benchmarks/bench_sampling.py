@@ -174,7 +174,9 @@ def write_section(path: str | Path, mark: str, title: str, body: str) -> None:
     section = f"<!-- {mark}:start -->\n## {title}\n\n{body.rstrip()}\n<!-- {mark}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(mark)}:start -->.*?<!-- {re.escape(mark)}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def log(msg: str) -> None:

@@ -199,13 +199,13 @@ class ValueEncoder(nn.Module):
         return m * self.value_enc(x) + (1 - m) * self.mask_emb
 
 
-def _srms_norm(o: Tensor) -> Tensor:
-    """o / max(‖o‖₂/√d, 1e-12) over the last dim; half precision is computed in float32."""
-    dtype = o.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        o = o.float()
-    rms = o.norm(dim=-1, keepdim=True) / math.sqrt(o.shape[-1])
-    return (o / rms.clamp_min(1e-12)).to(dtype)
+def _srms_scale(o: Tensor) -> Tensor:
+    """1 / max(‖o‖₂/√d, 1e-12) over the last dim, shape (..., 1): O ⊙ this is CellFM's SRMS normalisation.
+
+    The norm of half-precision input is accumulated in float32, as in CellFM.
+    """
+    norm = torch.linalg.vector_norm(o, dim=-1, keepdim=True, dtype=torch.float32 if o.element_size() < 4 else None)
+    return (norm / math.sqrt(o.shape[-1])).clamp_min(1e-12).reciprocal().to(o.dtype)
 
 
 class Retention(nn.Module):
@@ -243,15 +243,21 @@ class Retention(nn.Module):
         B, L, D = x.shape
         H = self.n_heads
         dh = D // H
-        scale = 1.0 / math.sqrt(dh)
-        q = F.relu(self.q_proj(x)) * scale  # (B, L, D)
-        k = F.relu(self.k_proj(x)) * scale * key_mask
-        v = self.v_proj(x) * len_scale * key_mask
-        u = F.silu(self.u_proj(x))
-        q, k, v, u = (z.view(B, L, H, dh).transpose(1, 2) for z in (q, k, v, u))  # (B, H, L, dh)
-        kv = k.transpose(-1, -2) @ v  # (B, H, dh, dh)
-        o = _srms_norm(q @ kv) * u  # (B, H, L, dh)
-        return self.o_proj(o.transpose(1, 2).reshape(B, L, D))
+        # Work on the (B, L, H, d_h) views of the projections, so that only the small per-head states are
+        # permuted. The scalars (1/√d_h on Q and K, λ on V) are applied to the (B, H, d_h, d_h) state instead of
+        # the (B, L, D) tokens: the same product, computed in another order. κ scales K and V, so K gets κ².
+        q = F.relu(self.q_proj(x)).view(B, L, H, dh)
+        k = F.relu(self.k_proj(x))
+        if not (isinstance(key_mask, float) and key_mask == 1.0):
+            k = k * (key_mask * key_mask)
+        v = self.v_proj(x).view(B, L, H, dh)
+        u = F.silu(self.u_proj(x)).view(B, L, H, dh)
+        kv = torch.matmul(k.view(B, L, H, dh).permute(0, 2, 3, 1), v.transpose(1, 2))  # (B, H, dh, dh)
+        coef = len_scale / dh  # (1/√d_h)² · λ: a float or (B, 1, 1)
+        kv = kv * (coef.unsqueeze(1) if isinstance(coef, Tensor) else coef)
+        o = torch.matmul(q.transpose(1, 2), kv).transpose(1, 2)  # (B, L, H, dh), a view
+        # U first: the product takes U's contiguous (B, L, H, dh) layout, so the reshape below copies nothing
+        return self.o_proj((u * o * _srms_scale(o)).reshape(B, L, D))
 
 
 class GatedLinearUnit(nn.Module):
@@ -283,8 +289,8 @@ class RetentionLayer(nn.Module):
 
     def forward(self, x: Tensor, key_mask: Tensor | float = 1.0, len_scale: Tensor | float = 1.0) -> Tensor:
         """(B, L, D) -> (B, L, D); ``key_mask`` and ``len_scale`` as in :class:`Retention`."""
-        x = self.post_norm1(self.alpha * x + self.dropout(self.attn(x, key_mask, len_scale)))
-        return self.post_norm2(self.alpha * x + self.dropout(self.ffn(x)))
+        x = self.post_norm1(torch.add(self.dropout(self.attn(x, key_mask, len_scale)), x, alpha=self.alpha))
+        return self.post_norm2(torch.add(self.dropout(self.ffn(x)), x, alpha=self.alpha))
 
 
 class ValueDecoder(nn.Module):

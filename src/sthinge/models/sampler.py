@@ -6,7 +6,8 @@ t_1 = T > … > t_K ≥ 1 are spread evenly over T..1; the call at t_k sees m_{t
 m_{t_{k+1}} = [τ > t_{k+1}] (t_{K+1} = 0) as "next visibility", and writes x̂₀ into every gene whose reveal
 time falls in (t_{k+1}, t_k]. K = T is exactly the full ancestral sampler, any K ends fully revealed, and
 revealed values are never changed. Steps at which no gene is revealed are skipped, and only rows that reveal
-something are sent through the model (with exact-count masking that is all rows or none).
+something are sent through the model; when every row reveals something (always so with exact-count masking)
+the batch goes through as it is, without gathering rows.
 
 The model is called with rows = spots × samples, so the condition path runs once per spot, sample and step
 (never per gene). :func:`sample_reference` is the deliberately plain version (every chosen step, every row,
@@ -149,13 +150,23 @@ def sample(
         c = cond[start:stop].to(device).repeat_interleave(n_samples, dim=0)  # (R, C)
         for t_k, t_next in bounds:
             reveal = (tau <= t_k) & (tau > t_next)  # (R, G)
-            active = reveal.any(dim=1).nonzero().squeeze(1)  # rows that reveal something
-            if active.numel() == 0:
+            any_row = reveal.any(dim=1)
+            n_active = int(any_row.sum())
+            if n_active == 0:  # no gene is revealed at this step: the call would be thrown away
                 continue
+            if n_active == any_row.numel():  # every row reveals (always so with exact-count masking): no gathers
+                visible = (tau > t_k).float()
+                next_visible = (tau > t_next).float()
+                t = torch.full((n_active,), t_k, dtype=torch.long, device=device)
+                with amp:
+                    x0_hat = model(x, t, next_visible, visible, c)  # (R, G)
+                x = torch.where(reveal, x0_hat.float(), x)
+                continue
+            active = any_row.nonzero().squeeze(1)  # only the rows that reveal something go through the model
             tau_a = tau[active]
             visible = (tau_a > t_k).float()
             next_visible = (tau_a > t_next).float()
-            t = torch.full((active.numel(),), t_k, dtype=torch.long, device=device)
+            t = torch.full((n_active,), t_k, dtype=torch.long, device=device)
             with amp:
                 x0_hat = model(x[active], t, next_visible, visible, c[active])  # (A, G)
             x[active] = torch.where(reveal[active], x0_hat.float(), x[active])

@@ -126,17 +126,17 @@ class SoftNorm(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         """(..., D) -> (..., D)."""
         eta = self.eta_fn(self._lambda_bias)
-        return (1 - eta) * h + eta * F.layer_norm(h, h.shape[-1:], eps=SOFTNORM_EPS)
+        return torch.lerp(h, F.layer_norm(h, h.shape[-1:], eps=SOFTNORM_EPS), eta.to(h.dtype))
 
 
 def modulate(h: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """κ + (1 + s) ⊙ h, with shift/scale (B, 1, D) broadcast over tokens."""
-    return shift + (1 + scale) * h
+    return torch.addcmul(shift, h, 1 + scale)
 
 
 def gated_residual(u: Tensor, h_in: Tensor, gate: Tensor, alpha: float, post_norm: nn.Module) -> Tensor:
     """Eq. 5: LN_post(τ ⊙ u + α h_in)."""
-    return post_norm(gate * u + alpha * h_in)
+    return post_norm(torch.add(gate * u, h_in, alpha=alpha))
 
 
 def _init_projection(proj: nn.Linear, n_chunks: int, gate_chunks: tuple[int, ...], init: ModulationInit) -> None:

@@ -1,0 +1,338 @@
+"""Leave-one-section-out on Her2ST patient C: HINGE, its ablations and the regression baselines.
+
+Every method sees the same folds, the same gene panel per fold (``pp.select_genes`` on the training sections)
+and the same ``he-stats`` embeddings; HINGE and its ablations use the default backbone (``tl._pretrain.
+default_backbone()``, pre-trained on the Her2ST sections of the other patients, built once and cached).
+
+The work is split into *runs* (one method on one held-out section), each appended as one JSON line to
+``--runs`` as soon as it finishes, so the benchmark can be run in pieces, in parallel processes (each with its
+own ``--methods`` / ``--folds``) and resumed; a run already in the file is skipped. ``--report`` reads the file
+and writes the tables (mean ± sd over folds, paired Wilcoxon of per-gene PCCs pooled across folds) into
+``--out`` between ``<!-- bench_her2st_loso:start -->`` / ``<!-- ...:end -->``.
+
+``--tradeoff`` fits HINGE once per fold and samples the held-out section with several step budgets K and numbers
+of averaged samples, recording PCC-50 and the sampling time of each.
+
+Examples
+--------
+    export STHINGE_DATA_DIR=../shared/data
+    PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods ridge mlp knn hinge
+    PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods scratch decoder-tune --folds C2 C3
+    PYTHONPATH=src python benchmarks/bench_her2st_loso.py --tradeoff --folds C2
+    PYTHONPATH=src python benchmarks/bench_her2st_loso.py --report --out docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
+# name -> (fit kwargs on top of the shared ones, description)
+HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
+    "hinge": ({}, "frozen pre-trained backbone + SoftAdaLN (sthinge defaults: official init, Gaussian fill)"),
+    "scratch": ({"config": {"variant": "scratch"}}, "same architecture, every weight random and trained"),
+    "decoder-tune": ({"config": {"variant": "decoder-tune"}}, "HINGE + the backbone's value decoder fine-tuned"),
+    "nocurr": ({"curriculum_epochs": 0}, "no warm-start curriculum"),
+    "zerofill": ({"config": {"mask_fill": "zero"}},
+                 "masked values filled with zeros (the paper's main HINGE; sthinge's default Gaussian fill is the "
+                 "paper's RandMask)"),
+    "noidinit": ({"config": {"variant": "noidinit"}}, "SoftAdaLN without identity initialisation"),
+    "nosoftnorm": ({"config": {"variant": "nosoftnorm"}}, "SoftAdaLN without SoftNorm"),
+}
+BASELINES = {"ridge": "ridge regression (alpha by inner CV)", "mlp": "MLP (one hidden layer of 256)",
+             "knn": "k nearest neighbours in embedding space"}
+METHODS = list(HINGE_VARIANTS) + list(BASELINES)
+MARK = "bench_her2st_loso"
+
+
+def _prepared(cache: Path, data_dir: Path | None):
+    """C2–C6 normalised with he-stats embeddings, as one AnnData table (cached as h5ad)."""
+    import anndata as ad
+
+    import sthinge as st
+    from sthinge import _constants as K
+
+    path = cache / "her2st_C_he-stats.h5ad"
+    if path.exists():
+        return ad.read_h5ad(path)
+    sdata = st.datasets.her2st(SECTIONS, path=data_dir)
+    st.pp.normalize(sdata)
+    st.pp.embed_histology(sdata, encoder="he-stats")
+    table = sdata.tables[K.TABLE_KEY]
+    table = ad.AnnData(X=table.X, obs=table.obs.copy(), var=table.var.copy(), layers=dict(table.layers),
+                       obsm={k: np.asarray(v) for k, v in table.obsm.items()}, uns=dict(table.uns))
+    for key in [k for k in table.uns if k != K.UNS_NORMALIZE]:
+        del table.uns[key]
+    table.var = table.var.astype({c: str for c in table.var.columns if table.var[c].dtype == object})
+    table.obs = table.obs.astype({c: str for c in table.obs.columns if table.obs[c].dtype == object})
+    tmp = path.with_suffix(".tmp.h5ad")
+    table.write_h5ad(tmp)
+    os.replace(tmp, path)
+    return table
+
+
+def _done(runs: list[Path]) -> set[tuple[str, ...]]:
+    out = set()
+    lines = [x for f in runs if f.exists() for x in f.read_text().splitlines()]
+    for line in lines:
+        if line.strip():
+            r = json.loads(line)
+            out.add((r["kind"], r["method"], r["fold"]) if r["kind"] == "tradeoff" else (r["method"], r["fold"]))
+    return out
+
+
+def _append(runs: Path, record: dict) -> None:
+    runs.parent.mkdir(parents=True, exist_ok=True)
+    with open(runs, "a") as fh:  # one short line per run: appends of whole lines are atomic enough here
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fit_kwargs(method: str, args, backbone) -> dict:
+    kw = dict(backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs))
+    kw.update(HINGE_VARIANTS[method][0])
+    return kw
+
+
+def run_methods(args, table, backbone, runs: Path) -> None:
+    import sthinge as st
+
+    done = _done(args.all_runs)
+    for fold in args.folds:
+        for method in args.methods:
+            if (method, fold) in done:
+                print(f"skip {method} {fold}: already in {runs}", flush=True)
+                continue
+            start = time.perf_counter()
+            if method in HINGE_VARIANTS:
+                res = st.tl.cross_validate(
+                    table, method="hinge", folds=[fold], sections=SECTIONS,
+                    fit_kwargs=_fit_kwargs(method, args, backbone),
+                    predict_kwargs=dict(n_steps=args.n_steps, n_samples=args.n_samples), seed=args.seed,
+                )
+            else:
+                res = st.tl.cross_validate(table, method=method, folds=[fold], sections=SECTIONS, seed=args.seed)
+            per_gene = res.attrs["details"].per_gene
+            row = res.iloc[0]
+            record = {
+                "kind": "loso", "method": method, "fold": fold, "seed": args.seed,
+                "max_epochs": args.max_epochs if method in HINGE_VARIANTS else None,
+                "n_steps": args.n_steps if method in HINGE_VARIANTS else None,
+                "n_samples": args.n_samples if method in HINGE_VARIANTS else None,
+                "metrics": {m: float(row[m]) for m in ("pcc50", "pcc200", "mse", "mae", "ssim")},
+                "n_panel": int(row["n_panel"]), "fit_seconds": float(row["fit_seconds"]),
+                "predict_seconds": float(row["predict_seconds"]), "wall_seconds": time.perf_counter() - start,
+                "per_gene_pcc": {str(g): (None if not np.isfinite(p) else float(p))
+                                 for g, p in zip(per_gene["gene"], per_gene["pcc"])},
+            }
+            _append(runs, record)
+            print(f"{method:>12} {fold}: PCC-50 {record['metrics']['pcc50']:.3f} "
+                  f"({record['wall_seconds']:.0f} s)", flush=True)
+
+
+def run_tradeoff(args, table, backbone, runs: Path) -> None:
+    import sthinge as st
+    from sthinge import _constants as K
+
+    done = _done(args.all_runs)
+    for fold in args.folds:
+        if ("tradeoff", "hinge", fold) in done:
+            print(f"skip trade-off {fold}: already in {runs}", flush=True)
+            continue
+        train = [s for s in SECTIONS if s != fold]
+        work = table.copy()
+        st.pp.select_genes(work, train_sections=train, vocab="cellfm-80m")
+        model = st.tl.fit(work, **_fit_kwargs("hinge", args, backbone), train_sections=train, seed=args.seed)
+        grid = []
+        for k in args.ks:
+            for n in args.samples:
+                start = time.perf_counter()
+                st.tl.predict(work, model, sections=[fold], n_steps=k, n_samples=n, seed=args.seed,
+                              key_added="bench")
+                seconds = time.perf_counter() - start
+                res = st.tl.evaluate(work, pred_key="bench", metrics=("pcc50", "mse"))
+                res.index = res.index.astype(str)
+                grid.append({"k": k, "n_samples": n, "pcc50": float(res.loc[fold, "pcc50"]),
+                             "mse": float(res.loc[fold, "mse"]), "seconds": seconds,
+                             "spots": int((work.obs[K.SECTION_KEY].astype(str) == fold).sum())})
+                print(f"trade-off {fold} K={k} n={n}: PCC-50 {grid[-1]['pcc50']:.3f} in {seconds:.1f} s", flush=True)
+        _append(runs, {"kind": "tradeoff", "method": "hinge", "fold": fold, "seed": args.seed,
+                       "max_epochs": args.max_epochs, "grid": grid})
+
+
+def _fmt(values: list[float], digits: int = 3) -> str:
+    a = np.asarray(values, dtype=float)
+    if len(a) == 0:
+        return "–"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.{digits}f}"
+
+
+def report(runs: list[Path]) -> str:
+    from scipy.stats import wilcoxon
+
+    records = [json.loads(x) for f in runs for x in f.read_text().splitlines() if x.strip()]
+    loso = [r for r in records if r["kind"] == "loso"]
+    trade = [r for r in records if r["kind"] == "tradeoff"]
+    by = {}
+    for r in loso:
+        by.setdefault(r["method"], {})[r["fold"]] = r
+    meta = next((r for r in loso if r["method"] in HINGE_VARIANTS), {})
+    lines = [
+        "## Her2ST patient C, leave-one-section-out: HINGE, ablations and baselines",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d')}. Written by `benchmarks/bench_her2st_loso.py --report` from "
+        f"{', '.join(f'`{f.name}`' for f in runs)}.",
+        "Inputs: sections C2–C6, `pp.normalize` (ln(1 + CP10k)), `he-stats` embeddings (104-d), the panel of each "
+        "fold chosen by `pp.select_genes` on its four training sections (HMHVG, 80M vocabulary). HINGE and its "
+        f"ablations: default backbone (cpu-small, pre-trained on Her2ST patients A, B, D–H), max_epochs = "
+        f"{meta.get('max_epochs')}, the paper's other fit defaults, sampled with K = {meta.get('n_steps') or 'T'} "
+        f"steps and {meta.get('n_samples')} averaged sample(s), seed {meta.get('seed')}. PCC-k ranks genes by "
+        "the truth's variance (`rank_by='variance'`). Mean ± sd over the folds present.",
+        "",
+        "```bash",
+        "export STHINGE_DATA_DIR=../shared/data",
+        "PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods ridge mlp knn hinge scratch decoder-tune "
+        "nocurr zerofill noidinit nosoftnorm",
+        "PYTHONPATH=src python benchmarks/bench_her2st_loso.py --tradeoff",
+        "PYTHONPATH=src python benchmarks/bench_her2st_loso.py --report --out docs/benchmarks.md",
+        "```",
+        "",
+        "| method | what | folds | PCC-50 | PCC-200 | MSE | MAE | SSIM | PCC-50 / ridge | fit (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ridge50 = np.mean([r["metrics"]["pcc50"] for r in by.get("ridge", {}).values()]) if "ridge" in by else np.nan
+    for method in METHODS:
+        if method not in by:
+            continue
+        rs = [by[method][f] for f in SECTIONS if f in by[method]]
+        what = HINGE_VARIANTS[method][1] if method in HINGE_VARIANTS else BASELINES[method]
+        # the ratio on the folds both have
+        common = [f for f in SECTIONS if f in by[method] and f in by.get("ridge", {})]
+        ratio = (np.mean([by[method][f]["metrics"]["pcc50"] for f in common])
+                 / np.mean([by["ridge"][f]["metrics"]["pcc50"] for f in common])) if common else np.nan
+        cells = [_fmt([r["metrics"][m] for r in rs]) for m in ("pcc50", "pcc200", "mse", "mae", "ssim")]
+        lines.append(f"| {method} | {what} | {','.join(r['fold'] for r in rs)} | " + " | ".join(cells)
+                     + f" | {ratio:.2f} | {np.mean([r['fit_seconds'] for r in rs]):.0f} |")
+    lines.append("")
+    lines.append(f"Ridge PCC-50 over its folds: {ridge50:.3f}.")
+    lines.append("")
+    # ---- paired Wilcoxon over pooled per-gene PCCs --------------------------------------------------------
+    if "ridge" in by:
+        lines += ["Paired Wilcoxon signed-rank test of per-gene PCCs pooled across folds (pairs: the same gene in "
+                  "the same fold; genes with an undefined PCC in either method left out), against ridge:", "",
+                  "| method | pairs | median ΔPCC (method − ridge) | genes better | p (two-sided) |",
+                  "|---|---:|---:|---:|---:|"]
+        for method in METHODS:
+            if method == "ridge" or method not in by:
+                continue
+            a, b = [], []
+            for f, r in by[method].items():
+                rr = by["ridge"].get(f)
+                if rr is None:
+                    continue
+                for g, p in r["per_gene_pcc"].items():
+                    q = rr["per_gene_pcc"].get(g)
+                    if p is not None and q is not None:
+                        a.append(p)
+                        b.append(q)
+            if len(a) < 10:
+                continue
+            d = np.asarray(a) - np.asarray(b)
+            p = wilcoxon(a, b).pvalue
+            lines.append(f"| {method} | {len(a)} | {np.median(d):+.3f} | {(d > 0).mean():.0%} | {p:.2g} |")
+        lines.append("")
+    # ---- step budget / samples trade-off ------------------------------------------------------------------
+    if trade:
+        lines += ["### Step budget K and averaged samples (HINGE, sampling the held-out section)", "",
+                  f"Folds: {', '.join(r['fold'] for r in trade)}; mean PCC-50 and sampling time over them "
+                  "(the same fitted model per fold for every cell; CPU).", "",
+                  "| K | samples | PCC-50 | MSE | sampling (s) | spots/s |", "|---:|---:|---:|---:|---:|---:|"]
+        cells = {}
+        for r in trade:
+            for g in r["grid"]:
+                cells.setdefault((g["k"], g["n_samples"]), []).append(g)
+        for (k, n), gs in sorted(cells.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+            sec = np.mean([g["seconds"] for g in gs])
+            spots = np.mean([g["spots"] for g in gs])
+            lines.append(f"| {k} | {n} | {np.mean([g['pcc50'] for g in gs]):.3f} | "
+                         f"{np.mean([g['mse'] for g in gs]):.3f} | {sec:.1f} | {spots / sec:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _write_section(out: Path, text: str) -> None:
+    start, end = f"<!-- {MARK}:start -->", f"<!-- {MARK}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    old = out.read_text() if out.exists() else ""
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=["ridge", "mlp", "knn", "hinge"], choices=METHODS)
+    p.add_argument("--folds", nargs="+", default=SECTIONS, choices=SECTIONS)
+    p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--n-steps", type=int, default=10, help="sampling step budget K of the main table")
+    p.add_argument("--n-samples", type=int, default=4, help="averaged samples of the main table")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    p.add_argument("--runs", type=Path, nargs="+", default=None,
+                   help="JSON-lines file(s) of finished runs: runs are appended to the first, --report reads all "
+                        "(give each parallel process its own file)")
+    p.add_argument("--tradeoff", action="store_true", help="the K x n_samples grid instead of --methods")
+    p.add_argument("--ks", nargs="+", type=int, default=[50, 10, 5])
+    p.add_argument("--samples", nargs="+", type=int, default=[1, 4, 16])
+    p.add_argument("--report", action="store_true", help="write the tables from --runs and exit")
+    p.add_argument("--out", type=Path, default=None, help="markdown file to write the report section into")
+    args = p.parse_args(argv)
+
+    import sthinge as st
+
+    cache = Path(st.settings.cachedir) / "bench"
+    all_runs = args.runs or [cache / "her2st_loso_runs.jsonl"]
+    runs = all_runs[0]
+    args.all_runs = all_runs
+    if args.report:
+        text = report(all_runs)
+        if args.out:
+            _write_section(args.out, text)
+        print(text)
+        return 0
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    st.settings.verbosity = 1
+    from sthinge.tl._pretrain import default_backbone
+
+    data_dir = os.environ.get("STHINGE_DATA_DIR")
+    her2st_dir = Path(data_dir) / "her2st" if data_dir else None
+    cache.mkdir(parents=True, exist_ok=True)
+    table = _prepared(cache, her2st_dir)
+    backbone = default_backbone()
+    if args.tradeoff:
+        run_tradeoff(args, table, backbone, runs)
+    else:
+        run_methods(args, table, backbone, runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -261,7 +263,7 @@ def spatial(
 
     genes = list(dict.fromkeys(_as_list("genes", genes)))
     keys = list(dict.fromkeys(_as_list("keys", keys)))
-    if not isinstance(size, int | float) or size <= 0:
+    if isinstance(size, bool) or not isinstance(size, numbers.Real) or not math.isfinite(size) or size <= 0:
         raise ValueError(f"`size` must be a positive number, got {size!r}.")
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"`ncols` must be a positive integer, got {ncols!r}.")

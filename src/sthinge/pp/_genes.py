@@ -178,6 +178,15 @@ def select_genes(
         raise TypeError(f"`aliases` must be a dict {{previous symbol: symbol}} or None, got {type(aliases).__name__}.")
     vocab_symbols, vocab_name = _resolve_vocab(vocab)
     source, table = _table_for(data, table_key, copy)
+    if source.n_obs == 0 or source.n_vars == 0:
+        what = "spots (the table has 0 rows)" if source.n_obs == 0 else "genes (the table has 0 columns)"
+        raise ValueError(f"`data` has no {what}; cannot select a gene panel.")
+    if not source.var_names.is_unique:
+        dup = list(dict.fromkeys(source.var_names[source.var_names.duplicated()].astype(str)))
+        raise ValueError(
+            f"The table's `var_names` are not unique (e.g. {dup[:5]}): a panel of names would be ambiguous. Sum or "
+            "drop the duplicates, or call `.var_names_make_unique()` first."
+        )
 
     labels = _section_labels(source, section_key)
     all_sections = _section_order(labels)

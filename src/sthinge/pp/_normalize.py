@@ -80,6 +80,9 @@ def normalize(
     key_added = _check_key("key_added", key_added)
     allow_non_integer = _check_bool("allow_non_integer", allow_non_integer)
     source, table = _table_for(data, table_key, copy)
+    if source.n_obs == 0 or source.n_vars == 0:
+        what = "spots (the table has 0 rows)" if source.n_obs == 0 else "genes (the table has 0 columns)"
+        raise ValueError(f"`data` has no {what}; nothing to normalise.")
     counts = _get_matrix(source, layer)
     what = f"`layers[{layer!r}]`" if layer is not None else "`X`"
     _check_counts(counts, what=f"{what} (raw counts)", allow_non_integer=allow_non_integer)

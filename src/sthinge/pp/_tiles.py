@@ -63,7 +63,13 @@ def _as_cyx(arr, dims) -> Any:
     raise ValueError(f"Image has {n_c} channels; expected an RGB (3 or 4 channel) or grayscale image.")
 
 
-def _value_scale(dtype) -> float:
+def _value_scale(dtype, name: str = "") -> float:
+    dtype = np.dtype(dtype)
+    if not (np.issubdtype(dtype, np.floating) or dtype in (np.uint8, np.uint16)):
+        raise TypeError(
+            f"The image (`image_key`) {name!r} has dtype {dtype}; expected uint8, uint16 or float (values in [0, 1]). "
+            "Convert it first, e.g. with `.astype(np.uint8)` for values in 0..255."
+        )
     if np.issubdtype(dtype, np.floating):
         return 255.0
     if dtype == np.uint16:
@@ -85,7 +91,7 @@ def image_levels_from_element(name: str, element) -> ImageLevels:
             arrays.append(_as_cyx(ds[var].data, ds[var].dims))
     h0, w0 = arrays[0].shape[1:]
     factors = [(h0 / a.shape[1], w0 / a.shape[2]) for a in arrays]
-    return ImageLevels(name=name, arrays=arrays, factors=factors, scale=_value_scale(arrays[0].dtype))
+    return ImageLevels(name=name, arrays=arrays, factors=factors, scale=_value_scale(arrays[0].dtype, name))
 
 
 def image_levels_from_array(name: str, array: np.ndarray) -> ImageLevels:
@@ -96,9 +102,15 @@ def image_levels_from_array(name: str, array: np.ndarray) -> ImageLevels:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3:
-        raise ValueError(f"Image {name!r} has shape {array.shape}; expected (y, x, c).")
+        raise ValueError(f"The image (`image_key`) {name!r} has shape {array.shape}; expected (y, x, c).")
+    if array.shape[2] not in (1, 3, 4) and array.shape[0] in (1, 3, 4):
+        raise ValueError(
+            f"The image (`image_key`) {name!r} has shape {array.shape}, channels first; expected (y, x, c) as in "
+            "scanpy's layout: store `np.moveaxis(image, 0, -1)` instead."
+        )
+    scale = _value_scale(array.dtype, name)
     arr = _as_cyx(da.from_array(array, chunks=(2048, 2048, -1)), ("y", "x", "c"))
-    return ImageLevels(name=name, arrays=[arr], factors=[(1.0, 1.0)], scale=_value_scale(array.dtype))
+    return ImageLevels(name=name, arrays=[arr], factors=[(1.0, 1.0)], scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import functools
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +86,54 @@ def _hinge_config(config: Any, n_genes: int, cond_dim: int):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# random generator states (in checkpoints: plain tensors, ints and tuples, so they load with weights_only=True)
+# ----------------------------------------------------------------------------------------------------------
+def _rng_states(loader_generator=None) -> dict[str, Any]:
+    """The states of every generator training draws from: torch (CPU and CUDA), numpy, python, the loader's."""
+    import random
+
+    import torch
+
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - the legacy global generator
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if loader_generator is not None:
+        state["loader"] = loader_generator.get_state()
+    return state
+
+
+def _set_rng_states(state: dict[str, Any], loader_generator=None) -> None:
+    import random
+
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],  # noqa: NPY002
+                         np_state["has_gauss"], np_state["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    if loader_generator is not None and "loader" in state:
+        loader_generator.set_state(state["loader"])
+
+
+def _nonfinite_weights(module) -> list[str]:
+    import torch
+
+    return [n for n, p in module.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Lightning
 # ----------------------------------------------------------------------------------------------------------
 def __getattr__(name: str):
@@ -93,6 +143,10 @@ def __getattr__(name: str):
         return _lightning_module_class()
     if name == "BestAndEarlyStop":
         return _stopper_class()
+    if name == "LastCheckpoint":
+        return _last_checkpoint_class()
+    if name == "SafeCheckpointIO":
+        return _checkpoint_io_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -119,6 +173,7 @@ def _lightning_module_class():
             self._epoch_losses: list[float] = []
             self._val: list[tuple[float, int]] = []
             self.history: list[dict[str, float]] = []
+            self.loader_generator = None  # the training DataLoader's torch.Generator (its state is checkpointed)
 
         def training_step(self, batch, batch_idx):
             x0, cond = batch
@@ -127,8 +182,7 @@ def _lightning_module_class():
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"The training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
-                    "training stopped. Lower `lr`, check the inputs for extreme values, or use precision='32-true'. "
-                    "The best weights so far are kept."
+                    "training stopped. Lower `lr`, check the inputs for extreme values, or use precision='32-true'."
                 )
             self._epoch_losses.append(float(loss.detach()))
             self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
@@ -159,6 +213,12 @@ def _lightning_module_class():
             self.log("val", value, prog_bar=True, sync_dist=distributed)
 
         def on_train_epoch_end(self):
+            bad = _nonfinite_weights(self.module)
+            if bad:  # before the epoch's checkpoint is written: `last.ckpt` keeps the last good weights
+                raise FloatingPointError(
+                    f"{len(bad)} trainable weight(s) became NaN or infinite during epoch {self.current_epoch} "
+                    f"(e.g. {bad[0]!r}); training stopped. Lower `lr` or check the inputs for extreme values."
+                )
             entry = {"epoch": float(self.current_epoch), "lr": float(self.optimizers().param_groups[0]["lr"])}
             if self._epoch_losses:
                 entry["train_loss"] = float(np.mean(self._epoch_losses))
@@ -186,9 +246,15 @@ def _lightning_module_class():
 
         def on_save_checkpoint(self, checkpoint):
             checkpoint["sthinge_history"] = list(self.history)
+            checkpoint["sthinge_rng"] = _rng_states(self.loader_generator)
 
         def on_load_checkpoint(self, checkpoint):
             self.history = list(checkpoint.get("sthinge_history", []))
+            # the generators continue exactly where the interrupted fit left them. Restored here, before Lightning
+            # creates the first data iterator (which already draws from the loader's generator); nothing between
+            # this hook and the first training batch draws random numbers
+            if "sthinge_rng" in checkpoint:
+                _set_rng_states(checkpoint["sthinge_rng"], self.loader_generator)
 
     HingeLightning.__qualname__ = "HingeLightning"  # picklable by name (see `__getattr__`)
     return HingeLightning
@@ -238,6 +304,21 @@ def _stopper_class():
                     logg.info(f"early stopping at epoch {epoch}: no improvement for {self.patience} epochs")
                     trainer.should_stop = True
 
+        def state_dict(self):
+            # in Lightning checkpoints, so that a resumed fit stops early and restores the best epoch exactly as
+            # an uninterrupted one would
+            return {"best": float(self.best), "best_epoch": int(self.best_epoch), "bad": int(self.bad),
+                    "best_state": self.best_state}
+
+        def load_state_dict(self, state):
+            self.best, self.best_epoch, self.bad = float(state["best"]), int(state["best_epoch"]), int(state["bad"])
+            self.best_state = state["best_state"]
+
+        def on_train_start(self, trainer, module):
+            if self.bad >= self.patience:  # resumed from the checkpoint of a fit that had stopped early
+                logg.info("the checkpoint is from a fit that had already stopped early: no further epochs")
+                trainer.should_stop = True
+
         def on_fit_end(self, trainer, module):
             self.restore(module.module)
             if os.getpid() != self.main_pid and self.result_dir is not None:  # a worker process of ddp_spawn & co.
@@ -256,6 +337,56 @@ def _stopper_class():
     return BestAndEarlyStop
 
 
+@functools.cache
+def _last_checkpoint_class():
+    from lightning.pytorch.callbacks import Checkpoint
+
+    class LastCheckpoint(Checkpoint):
+        """Write ``last.ckpt`` at the very end of every training epoch: after validation, early stopping and the
+        history entry, and after the weights were checked to be finite. A :class:`Checkpoint` subclass, so that
+        Lightning calls it after the module's own ``on_train_epoch_end``.
+
+        The file holds the trainable weights, the optimizer and LR-scheduler states, the loop counters, the state
+        of :class:`BestAndEarlyStop` (best weights, patience counter), the history and the states of all random
+        generators, so a resumed fit continues exactly where this one stopped. Written by
+        :class:`SafeCheckpointIO` (an interrupted write leaves the previous ``last.ckpt``)."""
+
+        def __init__(self, path):
+            self.path = str(path)
+
+        def on_train_epoch_end(self, trainer, module):
+            if not trainer.sanity_checking:
+                trainer.save_checkpoint(self.path)
+
+    LastCheckpoint.__qualname__ = "LastCheckpoint"  # picklable by name (see `__getattr__`)
+    return LastCheckpoint
+
+
+@functools.cache
+def _checkpoint_io_class():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class SafeCheckpointIO(TorchCheckpointIO):
+        """Lightning checkpoints written atomically (a temporary file beside the target, then :func:`os.replace`)
+        and read with ``weights_only=True`` (:func:`sthinge.io.safe_torch_load`)."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            from sthinge.io import atomic_save
+
+            if storage_options is not None:
+                raise TypeError("`storage_options` is not supported by sthinge's checkpoints.")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(checkpoint, path)
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            from sthinge.io import safe_torch_load
+
+            return safe_torch_load(path)  # always weights_only=True, on the CPU (Lightning moves states later)
+
+    SafeCheckpointIO.__qualname__ = "SafeCheckpointIO"  # picklable by name (see `__getattr__`)
+    return SafeCheckpointIO
+
+
 def _collect_worker_results(result_dir: str, lit, stopper) -> None:
     """After a spawn-based DDP fit: take rank 0's history and best epoch; the ranks must agree on them."""
     import torch
@@ -272,6 +403,36 @@ def _collect_worker_results(result_dir: str, lit, stopper) -> None:
             raise RuntimeError(f"DDP ranks 0 and {rank} disagree on the validation history / best epoch.")
     lit.history = list(results[0]["history"])
     stopper.best, stopper.best_epoch = float(results[0]["best"]), int(results[0]["best_epoch"])
+
+
+def _check_resume_checkpoint(last: Path) -> None:
+    """Refuse a ``last.ckpt`` that is truncated, holds pickled objects or is not one of ``fit``'s, before training."""
+    from sthinge.io import safe_torch_load
+
+    try:
+        ckpt = safe_torch_load(last)
+    except ValueError as err:
+        raise ValueError(f"Cannot resume (`resume=True`): {err}") from None
+    needed = ("state_dict", "loops", "optimizer_states", "lr_schedulers")
+    missing = [k for k in needed if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(
+            f"Cannot resume (`resume=True`): {str(last)!r} is not a checkpoint written by `sthinge.tl.fit` "
+            f"(missing {missing}). Remove it or choose another `checkpoint_dir`."
+        )
+
+
+def _last_good_note(checkpoint_dir: Path | None, history: list[dict[str, float]]) -> str:
+    """Where the weights of the last completed epoch are, for the message of a diverged or interrupted fit."""
+    if checkpoint_dir is None:
+        return "Pass `checkpoint_dir=` to keep the state of the last completed epoch on disk."
+    last = Path(checkpoint_dir) / "last.ckpt"
+    if not last.is_file() or not history:
+        return f"No epoch finished, so there is no checkpoint to continue from in {str(checkpoint_dir)!r}."
+    return (
+        f"The last good checkpoint (written at the end of epoch {int(history[-1]['epoch'])}) is {str(last)!r}; "
+        "`resume=True` continues from it."
+    )
 
 
 class _Progress:
@@ -366,20 +527,39 @@ def fit(
     gradient_clip_val
         Gradient-norm clipping (None to switch off).
     seed
-        Random seed of the split, the initialisation of new layers and the training draws.
+        Random seed of the split, the initialisation of new layers (and of a preset backbone without weights) and
+        the training draws: the same seed gives the same weights.
     accelerator, devices, strategy, precision
         Passed to :class:`lightning.pytorch.Trainer`. ``precision=None`` picks ``"bf16-mixed"`` on a GPU that
         supports it and ``"32-true"`` otherwise. ``devices > 1`` trains data-parallel (DDP).
     checkpoint_dir
-        Folder for Lightning checkpoints (``last.ckpt``, trainable weights only); needed for ``resume``.
+        Folder for ``last.ckpt``, written atomically (a temporary file beside it, then renamed) at the end of
+        every epoch once its weights were checked to be finite. It holds the trainable weights (not the frozen
+        backbone), the optimizer and LR-scheduler states, the epoch, the early-stopping state (best weights and
+        epoch, patience counter), the history and the states of all random generators (torch CPU/CUDA, numpy,
+        python, the data loader's). Needed for ``resume``.
     resume
-        Continue from ``checkpoint_dir/last.ckpt`` if it exists.
+        Continue from ``checkpoint_dir/last.ckpt`` if it exists (it is read with ``weights_only=True``; a
+        truncated file or one holding pickled objects is refused). A fit interrupted at any point (Ctrl-C, a
+        crash, or ``max_epochs`` reached) continues from the end of its last completed epoch and, with the same
+        data, arguments (``max_epochs`` aside) and ``seed`` on one device, ends with exactly the same weights as
+        an uninterrupted fit, as long as the computations themselves are deterministic (on the CPU with the same
+        number of threads; on a GPU only with deterministic kernels). With several devices (DDP) the checkpoint
+        holds rank 0's generator states only, so resuming is not exact.
     table_key
         Table of a SpatialData object (default: ``"table"``).
 
     Returns
     -------
     The trained :class:`sthinge.tl.HingeModel` (its ``history`` holds the per-epoch losses).
+
+    Raises
+    ------
+    FloatingPointError
+        When the training loss or a trainable weight becomes NaN or infinite; the message names the epoch and,
+        with ``checkpoint_dir``, the ``last.ckpt`` holding the last good epoch (not overwritten by the bad one).
+    KeyboardInterrupt
+        When interrupted (Ctrl-C); the message names the checkpoint to resume from.
 
     Examples
     --------
@@ -427,13 +607,16 @@ def fit(
     emb = _embedding(table, embedding_key, rows)
     if len(rows) < 2:
         raise ValueError("`train_sections` select fewer than 2 spots; cannot train.")
-    net, source = _resolve_backbone(backbone, weights)
+    with torch.random.fork_rng(devices=[]):  # a randomly initialised preset depends on `seed` only
+        torch.manual_seed(seed)
+        net, source = _resolve_backbone(backbone, weights)
     try:
         gene_ids = cellfm_gene_ids(symbols, net.config.vocab_size)
     except KeyError as err:
+        detail = err.args[0] if err.args else ""
         raise KeyError(
-            f"The panel has genes outside the backbone's {net.config.vocab_size}-gene vocabulary ({err}); run "
-            f"`pp.select_genes(data, vocab={net.config.vocab_size})`."
+            f"The panel (`genes_key` {genes_key!r}) has genes outside the {net.config.vocab_size}-gene vocabulary of "
+            f"the backbone ({detail}); run `pp.select_genes(data, vocab={net.config.vocab_size})`."
         ) from None
     hconfig = _hinge_config(config, len(genes), emb.shape[1])
 
@@ -477,12 +660,11 @@ def fit(
         callbacks.append(_Progress.make())
     ckpt_path = None
     if checkpoint_dir is not None:
-        from lightning.pytorch.callbacks import ModelCheckpoint
-
         checkpoint_dir = Path(checkpoint_dir)
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1))
         last = checkpoint_dir / "last.ckpt"
+        callbacks.append(_last_checkpoint_class()(last))
         if resume and last.is_file():
+            _check_resume_checkpoint(last)
             ckpt_path = str(last)
             logg.info(f"resuming from {last}")
         elif resume:
@@ -504,22 +686,37 @@ def fit(
             num_sanity_val_steps=0,
             limit_val_batches=1.0 if val_dl is not None else 0,
             default_root_dir=str(checkpoint_dir) if checkpoint_dir is not None else None,
+            plugins=[_checkpoint_io_class()()],
         )
     if trainer.world_size > 1:
         # DDP shuffles with its own DistributedSampler, seeded by `seed_everything`; and a torch.Generator cannot
         # be sent to spawned worker processes
         train_dl = DataLoader(train_dl.dataset, batch_size=batch_size, shuffle=True, drop_last=train_dl.drop_last)
+    else:
+        lit.loader_generator = g
     result_dir = stopper.result_dir = tempfile.mkdtemp(prefix="sthinge-fit-")  # used by spawned workers only
 
+    # on Ctrl-C Lightning ignores SIGINT from then on and calls sys.exit(1): give the handler back and raise
+    # KeyboardInterrupt instead (a notebook kernel stays interruptible)
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     with quiet_lightning():
         try:
-            trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+            trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path,
+                        weights_only=True)
             _collect_worker_results(result_dir, lit, stopper)
-        except FloatingPointError:
-            stopper.restore(module)
-            raise
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err} {_last_good_note(checkpoint_dir, lit.history)}") from None
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            raise KeyboardInterrupt(
+                f"`fit` was interrupted. {_last_good_note(checkpoint_dir, lit.history)}"
+            ) from None
         finally:
             shutil.rmtree(result_dir, ignore_errors=True)
+            if sigint is not None:
+                signal.signal(signal.SIGINT, sigint)
     stopper.restore(module)
     module.eval()
     module.cpu()

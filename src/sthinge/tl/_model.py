@@ -162,19 +162,31 @@ class HingeModel:
         """
         import torch
 
+        from sthinge._settings import settings
         from sthinge.io import safe_torch_load
         from sthinge.models import CellFM, CellFMConfig, Hinge, HingeConfig
 
+        dev = settings.resolve_device(device) if device is not None else None  # checked before any work
         path = Path(path)
         file = path / _MODEL_FILE if path.is_dir() else path
         if not file.is_file():
-            raise FileNotFoundError(f"No sthinge model at {str(path)!r} (expected the folder written by `save`).")
+            raise FileNotFoundError(f"`path` {str(path)!r}: no sthinge model there (expected the folder written by "
+                                    "`save`).")
         payload = safe_torch_load(file)
         required = ("state_dict", "config", "backbone_config", "var_names", "embedding_key")
-        if not isinstance(payload, dict) or any(k not in payload for k in required):
-            raise ValueError(f"{str(file)!r} is not a sthinge model file (missing {[k for k in required]}).")
-        config = HingeConfig(**payload["config"])
-        bconfig = CellFMConfig(**payload["backbone_config"])
+        if not isinstance(payload, dict):
+            raise ValueError(f"{str(file)!r} is not a sthinge model file (it holds a {type(payload).__name__}).")
+        missing = [k for k in required if k not in payload]
+        if missing:
+            raise ValueError(f"{str(file)!r} is not a sthinge model file (missing {missing}).")
+        if not isinstance(payload["state_dict"], dict) or not all(
+                isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+            raise ValueError(f"{str(file)!r}: 'state_dict' must be a dict of tensors.")
+        try:
+            config = HingeConfig(**payload["config"])
+            bconfig = CellFMConfig(**payload["backbone_config"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{str(file)!r} holds an invalid model configuration: {err}") from None
         source = dict(payload.get("backbone", {"kind": "weights"}))
         if source.get("kind") == "file":
             from sthinge.io import load_cellfm
@@ -211,12 +223,18 @@ class HingeModel:
             missing = sorted(expected - set(state))
             if missing:
                 raise ValueError(f"{str(file)!r} misses weights: {missing[:5]}.")
+        shapes = module.state_dict()
+        wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(shapes[k].shape)]
+        if wrong:
+            k = wrong[0]
+            raise ValueError(
+                f"{str(file)!r}: {len(wrong)} weight(s) do not fit the model's configuration, e.g. weight {k!r} has "
+                f"shape {list(state[k].shape)}, the model expects {list(shapes[k].shape)}."
+            )
         module.load_state_dict(state, strict=False)
         module.eval()
-        if device is not None:
-            from sthinge._settings import settings
-
-            module.to(settings.resolve_device(device))
+        if dev is not None:
+            module.to(dev)
         return cls(
             module,
             genes=list(payload["var_names"]),

@@ -23,6 +23,10 @@ def _as_model(model):
     if isinstance(model, HingeModel):
         return model
     if isinstance(model, str | os.PathLike):
+        if not os.path.exists(model):
+            raise FileNotFoundError(
+                f"`model` {os.fspath(model)!r} does not exist (expected the folder written by `HingeModel.save`)."
+            )
         return HingeModel.load(model)
     raise TypeError(f"`model` must be a HingeModel or the folder of a saved model, got {type(model).__name__}.")
 
@@ -61,7 +65,8 @@ def predict(
     n_samples
         Samples per spot; their mean is the prediction and their standard deviation the uncertainty.
     batch_size
-        Rows (spots x samples) per model call.
+        Rows (spots x samples) per model call. On a GPU out-of-memory error it is halved (with a warning) until
+        the calls fit, and stays so for the rest of the run; the result is the same as with that batch size.
     sections
         Only predict these sections (values of ``obs[section_key]``); default all spots.
     section_key
@@ -136,7 +141,7 @@ def predict(
         for lo in progress(range(0, n, _CHUNK), desc="predicting", total=(n + _CHUNK - 1) // _CHUNK):
             hi = min(lo + _CHUNK, n)
             cond = torch.from_numpy(model.standardize(_rows_of(emb, rows[lo:hi])))  # one chunk at a time
-            out = _sample_with_oom_retry(
+            out, batch_size = _sample_with_oom_retry(  # a batch size halved on OOM stays halved
                 sample, module, cond, n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
                 generator=gen, return_samples=return_samples, autocast=dtype,
             )
@@ -251,14 +256,19 @@ def _full_frame(values: np.ndarray, table, rows: np.ndarray, genes: list[str]) -
     return pd.DataFrame(full, index=table.obs_names, columns=list(genes))
 
 
-def _sample_with_oom_retry(sample_fn, module, cond, *, batch_size: int, **kwargs) -> Any:
-    """Call the sampler; on a GPU out-of-memory error halve the batch and try again (down to 1)."""
+def _sample_with_oom_retry(sample_fn, module, cond, *, batch_size: int, **kwargs) -> tuple[Any, int]:
+    """Call the sampler; on a GPU out-of-memory error halve the batch and try again (down to 1).
+
+    The generator is rewound before a retry and the sampler draws all its random numbers up front, independently
+    of the batch size, so the result is the one the smaller batch size would have given from the start.
+    Returns ``(output, batch size that worked)``.
+    """
     import torch
 
     while True:
         state = kwargs["generator"].get_state()
         try:
-            return sample_fn(module, cond, batch_size=batch_size, **kwargs)
+            return sample_fn(module, cond, batch_size=batch_size, **kwargs), batch_size
         except torch.cuda.OutOfMemoryError:
             if batch_size <= 1:
                 raise

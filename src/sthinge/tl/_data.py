@@ -79,7 +79,8 @@ def _expression(table, layer: str | None, genes: Sequence[str], rows=slice(None)
     return x, layer
 
 
-def _embedding(table, embedding_key: str, rows=slice(None)) -> np.ndarray:
+def _embedding_array(table, embedding_key: str):
+    """``obsm[embedding_key]`` as a 2-D array, not copied (a DataFrame gives its values); clear errors otherwise."""
     if embedding_key not in table.obsm:
         raise KeyError(
             f"`embedding_key` {embedding_key!r} not found in `obsm` (available: {list(table.obsm)}); run "
@@ -89,7 +90,12 @@ def _embedding(table, embedding_key: str, rows=slice(None)) -> np.ndarray:
     emb = emb.to_numpy() if isinstance(emb, pd.DataFrame) else np.asarray(emb)
     if emb.ndim != 2:
         raise ValueError(f"`obsm[{embedding_key!r}]` must be 2-D (spots x features), got shape {emb.shape}.")
-    emb = np.asarray(emb[rows], dtype=np.float32)
+    return emb
+
+
+def _embedding(table, embedding_key: str, rows=slice(None)) -> np.ndarray:
+    """The float32 embedding of ``rows``, checked to be finite."""
+    emb = np.asarray(_embedding_array(table, embedding_key)[rows], dtype=np.float32)
     if not np.isfinite(emb).all():
         raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
     return emb

@@ -176,22 +176,14 @@ def _prediction_inputs(data, table, source_key, key_added, copy, sections, secti
     Returns the row indices to predict and the embedding array *without copying it* (checked chunk by chunk),
     so memory does not grow with the number of spots.
     """
-    from sthinge.tl._data import _section_rows
+    from sthinge.tl._data import _embedding_array, _section_rows
 
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
     if _is_spatialdata(data) and not copy and key_added == source_key:
         raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
     rows = _section_rows(table, sections, section_key, "sections")
-    if embedding_key not in table.obsm:
-        raise KeyError(
-            f"`embedding_key` {embedding_key!r} not found in `obsm` (available: {list(table.obsm)}); run "
-            "`sthinge.pp.embed_histology(data)` first."
-        )
-    emb = table.obsm[embedding_key]
-    emb = emb.to_numpy() if isinstance(emb, pd.DataFrame) else np.asarray(emb)
-    if emb.ndim != 2:
-        raise ValueError(f"`obsm[{embedding_key!r}]` must be 2-D (spots x features), got shape {emb.shape}.")
+    emb = _embedding_array(table, embedding_key)
     if emb.shape[1] != cond_dim:
         raise ValueError(
             f"`obsm[{embedding_key!r}]` has {emb.shape[1]} features but the model was trained on "

@@ -211,3 +211,76 @@ def test_resume_continues_from_checkpoint(tmp_path):
     resumed = st.tl.fit(sdata, **kw, max_epochs=3, resume=True)
     # the history of the first two epochs came back from the checkpoint, and one more epoch ran
     assert [h["epoch"] for h in resumed.history] == [0.0, 1.0, 2.0]
+
+
+def _warnings(caplog_records, needle):
+    return [r.getMessage() for r in caplog_records if needle in r.getMessage()]
+
+
+def test_predict_compile_falls_back_to_eager(trained, monkeypatch, caplog):
+    """A compiled model that fails at its first call is dropped with a warning; the result is the eager one."""
+    import logging
+
+    import torch
+
+    sdata, model = trained
+    calls = []
+
+    class Broken(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.config, self.n_genes = inner.config, inner.n_genes
+
+        def forward(self, *args):
+            calls.append(1)
+            raise RuntimeError("inductor: no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Broken(module))
+    logger = logging.getLogger("sthinge")
+    logger.addHandler(caplog.handler)
+    try:
+        got = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, copy=True, compile=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    want = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, copy=True)
+    assert calls == [1]
+    np.testing.assert_array_equal(got.X, want.X)
+    np.testing.assert_array_equal(got.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"], want.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"])
+    assert not got.uns[K.PRED_KEY]["compiled"]
+    assert _warnings(caplog.records, "continuing without torch.compile")
+
+
+def test_predict_compile_uses_the_compiled_model(trained, monkeypatch):
+    import torch
+
+    sdata, model = trained
+    used = []
+
+    def fake_compile(module, **kw):
+        assert kw.get("dynamic") is True
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+                self.config, self.n_genes = module.config, module.n_genes
+
+            def forward(self, *args):
+                used.append(args[0].shape[0])
+                return self.inner(*args)
+
+        return Wrapped()
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    got = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, copy=True, compile=True)
+    want = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, copy=True)
+    assert used and set(used) == {64}  # every model call went through the compiled module (64 spots of S3)
+    np.testing.assert_array_equal(got.X, want.X)
+    assert bool(got.uns[K.PRED_KEY]["compiled"]) is True
+
+
+def test_predict_compile_must_be_bool(trained):
+    sdata, model = trained
+    with pytest.raises(TypeError, match="`compile`"):
+        st.tl.predict(sdata, model, n_steps=2, copy=True, compile="yes")

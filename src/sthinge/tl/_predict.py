@@ -43,6 +43,7 @@ def predict(
     seed: int = 0,
     device: str | None = None,
     autocast: bool | None = None,
+    compile: bool = False,  # noqa: A002 - the name torch users know
     return_samples: bool = False,
     key_added: str = K.PRED_KEY,
     copy: bool = False,
@@ -77,6 +78,10 @@ def predict(
         Torch device (default ``settings.device``).
     autocast
         bfloat16 autocast in sampling (default: on for CUDA, off on CPU).
+    compile
+        Run the model through :func:`torch.compile` (fused kernels; worth it for large jobs, above all on a GPU:
+        compiling takes from seconds to minutes, once per call of ``predict``). If compiling or the compiled
+        model fails, a warning says so and the prediction continues uncompiled (as with ``compile=False``).
     return_samples
         Also store the individual samples.
     key_added
@@ -120,6 +125,8 @@ def predict(
     n_samples = _check_int("n_samples", n_samples, low=1, high=100_000)
     batch_size = _check_int("batch_size", batch_size, low=1)
     seed = _check_int("seed", seed, low=0)
+    if not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be True or False, got {compile!r}.")
     rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
                                    model.embedding_key, model.cond_dim)
     if len(rows) == 0:
@@ -136,15 +143,27 @@ def predict(
     samples = np.empty((n, n_samples, G), np.float32) if return_samples else None
     module = model.module.to(dev).eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    runner = _compiled(module) if compile else module
     start = time.perf_counter()
     try:
         for lo in progress(range(0, n, _CHUNK), desc="predicting", total=(n + _CHUNK - 1) // _CHUNK):
             hi = min(lo + _CHUNK, n)
             cond = torch.from_numpy(model.standardize(_rows_of(emb, rows[lo:hi])))  # one chunk at a time
-            out, batch_size = _sample_with_oom_retry(  # a batch size halved on OOM stays halved
-                sample, module, cond, n_steps=n_steps, n_samples=n_samples, batch_size=batch_size,
-                generator=gen, return_samples=return_samples, autocast=dtype,
-            )
+            kwargs = dict(n_steps=n_steps, n_samples=n_samples, generator=gen, return_samples=return_samples,
+                          autocast=dtype)
+            state = gen.get_state()
+            try:  # a batch size halved on OOM stays halved
+                out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure of the compiled model: fall back to eager
+                if runner is module:
+                    raise
+                logg.warning(f"predict: the compiled model failed ({type(err).__name__}: {err}); continuing "
+                             "without torch.compile.")
+                runner = module
+                gen.set_state(state)
+                out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
             mean[lo:hi] = out[0].float().cpu().numpy()
             std[lo:hi] = out[1].float().cpu().numpy()
             if samples is not None:
@@ -164,6 +183,7 @@ def predict(
         "training_layer": str(model.layer or ""),
         "source_table": source_key if source_key is not None else "",
         "seconds": float(elapsed),
+        "compiled": bool(compile and runner is not module),
     }
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
     extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
@@ -246,6 +266,17 @@ def _full_frame(values: np.ndarray, table, rows: np.ndarray, genes: list[str]) -
     full = np.full((table.n_obs, len(genes)), np.nan, dtype=np.float32)
     full[rows] = values
     return pd.DataFrame(full, index=table.obs_names, columns=list(genes))
+
+
+def _compiled(module):
+    """``torch.compile(module)``, or ``module`` itself (with a warning) where torch cannot compile."""
+    import torch
+
+    try:
+        return torch.compile(module, dynamic=True)
+    except Exception as err:  # noqa: BLE001 - e.g. no compiler for this platform
+        logg.warning(f"predict: torch.compile is unavailable ({type(err).__name__}: {err}); sampling uncompiled.")
+        return module
 
 
 def _sample_with_oom_retry(sample_fn, module, cond, *, batch_size: int, **kwargs) -> tuple[Any, int]:

@@ -113,14 +113,22 @@ def _fit_kwargs(method: str, args, backbone) -> dict:
     return kw
 
 
+def _what(method: str, args) -> str:
+    what = HINGE_VARIANTS[method][1] if method in HINGE_VARIANTS else BASELINES[method]
+    if method in HINGE_VARIANTS and args.backbone is not None:
+        what += f"; backbone `{Path(args.backbone).name}`"
+    return what
+
+
 def run_methods(args, table, backbone, runs: Path) -> None:
     import sthinge as st
 
     done = _done(args.all_runs)
     for fold in args.folds:
         for method in args.methods:
-            if (method, fold) in done:
-                print(f"skip {method} {fold}: already in {runs}", flush=True)
+            name = method + args.suffix
+            if (name, fold) in done:
+                print(f"skip {name} {fold}: already in {runs}", flush=True)
                 continue
             start = time.perf_counter()
             if method in HINGE_VARIANTS:
@@ -134,7 +142,8 @@ def run_methods(args, table, backbone, runs: Path) -> None:
             per_gene = res.attrs["details"].per_gene
             row = res.iloc[0]
             record = {
-                "kind": "loso", "method": method, "fold": fold, "seed": args.seed,
+                "kind": "loso", "method": name, "fold": fold, "seed": args.seed,
+                "what": _what(method, args),
                 "max_epochs": args.max_epochs if method in HINGE_VARIANTS else None,
                 "n_steps": args.n_steps if method in HINGE_VARIANTS else None,
                 "n_samples": args.n_samples if method in HINGE_VARIANTS else None,
@@ -145,7 +154,7 @@ def run_methods(args, table, backbone, runs: Path) -> None:
                                  for g, p in zip(per_gene["gene"], per_gene["pcc"])},
             }
             _append(runs, record)
-            print(f"{method:>12} {fold}: PCC-50 {record['metrics']['pcc50']:.3f} "
+            print(f"{name:>12} {fold}: PCC-50 {record['metrics']['pcc50']:.3f} "
                   f"({record['wall_seconds']:.0f} s)", flush=True)
 
 
@@ -221,11 +230,10 @@ def report(runs: list[Path]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ridge50 = np.mean([r["metrics"]["pcc50"] for r in by.get("ridge", {}).values()]) if "ridge" in by else np.nan
-    for method in METHODS:
-        if method not in by:
-            continue
+    order = [m for m in METHODS if m in by] + sorted(m for m in by if m not in METHODS)
+    for method in order:
         rs = [by[method][f] for f in SECTIONS if f in by[method]]
-        what = HINGE_VARIANTS[method][1] if method in HINGE_VARIANTS else BASELINES[method]
+        what = rs[0].get("what") or (HINGE_VARIANTS[method][1] if method in HINGE_VARIANTS else BASELINES[method])
         # the ratio on the folds both have
         common = [f for f in SECTIONS if f in by[method] and f in by.get("ridge", {})]
         ratio = (np.mean([by[method][f]["metrics"]["pcc50"] for f in common])
@@ -266,8 +274,8 @@ def report(runs: list[Path]) -> str:
                   "| method | pairs vs ridge | median Δ | better | p (two-sided) | pairs vs hinge | median Δ | better "
                   "| p (two-sided) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for method in METHODS:
-            if method == "ridge" or method not in by:
+        for method in order:
+            if method == "ridge":
                 continue
             lines.append(f"| {method} | {cells(method, 'ridge')} | {cells(method, 'hinge')} |")
         lines.append("")
@@ -311,6 +319,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-steps", type=int, default=10, help="sampling step budget K of the main table")
     p.add_argument("--n-samples", type=int, default=4, help="averaged samples of the main table")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", type=Path, default=None,
+                   help="backbone checkpoint of HINGE and its ablations (default: default_backbone())")
+    p.add_argument("--suffix", default="", help="appended to the method names in the runs file (e.g. '-3ep')")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
     p.add_argument("--runs", type=Path, nargs="+", default=None,
                    help="JSON-lines file(s) of finished runs: runs are appended to the first, --report reads all "
@@ -346,7 +357,7 @@ def main(argv=None) -> int:
     her2st_dir = Path(data_dir) / "her2st" if data_dir else None
     cache.mkdir(parents=True, exist_ok=True)
     table = _prepared(cache, her2st_dir)
-    backbone = default_backbone()
+    backbone = args.backbone if args.backbone is not None else default_backbone()
     if args.tradeoff:
         run_tradeoff(args, table, backbone, runs)
     else:

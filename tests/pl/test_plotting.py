@@ -159,3 +159,11 @@ def test_spatial_multiscale_image_uses_a_lower_level(monkeypatch):
     shown = [a for a in fig.axes if a.get_title()][0].images[0]
     assert shown.get_array().shape[0] == full.shape[1] // 2  # the middle level of 3
     assert shown.get_extent() == [0.0, full.shape[2], full.shape[1], 0.0]  # still full-resolution pixels
+
+
+@pytest.mark.parametrize("name", ["spatial", "coexpression", "metrics", "history"])
+def test_shared_docstring_blocks_are_filled(name):
+    doc = getattr(st.pl, name).__doc__
+    assert "%(" not in doc
+    for needed in ("    save\n", "    return_fig\n", "    dpi\n", "Returns\n    -------"):
+        assert needed in doc

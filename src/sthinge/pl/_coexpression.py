@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge.pl._utils import _finish
+from sthinge.pl._utils import _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -31,6 +31,7 @@ def _cluster_order(corr: np.ndarray) -> np.ndarray:
     return leaves_list(linkage(squareform((dist + dist.T) / 2, checks=False), method="average"))
 
 
+@_doc
 def coexpression(
     data: AnnData | SpatialData,
     genes: Sequence[str] | None = None,
@@ -76,20 +77,10 @@ def coexpression(
         Figure size.
     ax
         Two Axes to draw into (truth, prediction) instead of a new figure.
-    save
-        Write the figure to this path (atomically).
-    return_fig
-        Return the figure.
-    dpi
-        Resolution when saving.
-    section_key
-        obs column naming each spot's section.
-    table_key
-        Source table of a SpatialData object.
+    %(save_params)s
+    %(table_params)s
 
-    Returns
-    -------
-    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+    %(returns_fig)s
 
     Examples
     --------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sthinge.pl._utils import _as_list, _finish
+from sthinge.pl._utils import _as_list, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _DEFAULT_KEYS = ("train_loss", "val", "val_score")
 
 
+@_doc
 def history(
     model: Any,
     *,
@@ -45,16 +46,9 @@ def history(
         Figure size.
     ax
         Axes to draw into instead of a new figure.
-    save
-        Write the figure to this path (atomically).
-    return_fig
-        Return the figure.
-    dpi
-        Resolution when saving.
+    %(save_params)s
 
-    Returns
-    -------
-    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+    %(returns_fig)s
 
     Examples
     --------

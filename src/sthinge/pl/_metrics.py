@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from sthinge.pl._utils import _finish
+from sthinge.pl._utils import _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 
+@_doc
 def metrics(
     table: pd.DataFrame,
     *,
@@ -50,16 +51,9 @@ def metrics(
         Figure size.
     ax
         Axes to draw into instead of a new figure.
-    save
-        Write the figure to this path (atomically).
-    return_fig
-        Return the figure.
-    dpi
-        Resolution when saving.
+    %(save_params)s
 
-    Returns
-    -------
-    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+    %(returns_fig)s
 
     Examples
     --------

@@ -13,7 +13,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._logging import logg
 from sthinge._utils import _is_spatialdata, _resolve_table
-from sthinge.pl._utils import _as_list, _axes_grid, _finish
+from sthinge.pl._utils import _as_list, _axes_grid, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -181,6 +181,7 @@ def _spot_radius(data, source, section: str, xy: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # the plot
 # ----------------------------------------------------------------------------------------------------------
+@_doc
 def spatial(
     data: AnnData | SpatialData,
     genes: str | Sequence[str],
@@ -237,20 +238,10 @@ def spatial(
         Figure size (default 4 x 4 inches per panel).
     ax
         Draw into this Axes (one panel) or these Axes (one per panel) instead of a new figure.
-    save
-        Write the figure to this path (format from the suffix; written atomically).
-    return_fig
-        Return the figure.
-    dpi
-        Resolution when saving.
-    section_key
-        obs column naming each spot's section.
-    table_key
-        Source table of a SpatialData object.
+    %(save_params)s
+    %(table_params)s
 
-    Returns
-    -------
-    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.
+    %(returns_fig)s
 
     Examples
     --------

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampling import build, count_rows, matmul_flops_per_s, model_flops, write_section  # noqa: E402
+from _report import write_section  # noqa: E402
+from bench_sampling import build, count_rows, matmul_flops_per_s, model_flops  # noqa: E402
 
 # dense (no sparsity) peak TFLOP/s by device-name fragment and dtype, from the vendors' data sheets
 PEAKS = {

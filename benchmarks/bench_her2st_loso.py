@@ -52,6 +52,7 @@ BASELINES = {"ridge": "ridge regression (alpha by inner CV)", "mlp": "MLP (one h
              "knn": "k nearest neighbours in embedding space"}
 METHODS = list(HINGE_VARIANTS) + list(BASELINES)
 MARK = "bench_her2st_loso"
+TITLE = "Her2ST patient C, leave-one-section-out: HINGE, ablations and baselines"
 
 
 def _prepared(cache: Path, data_dir: Path | None):
@@ -206,8 +207,6 @@ def report(runs: list[Path]) -> str:
         by.setdefault(r["method"], {})[r["fold"]] = r
     meta = next((r for r in loso if r["method"] in HINGE_VARIANTS), {})
     lines = [
-        "## Her2ST patient C, leave-one-section-out: HINGE, ablations and baselines",
-        "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; Python {platform.python_version()}; "
         f"{time.strftime('%Y-%m-%d')}. Written by `benchmarks/bench_her2st_loso.py --report` from "
         f"{', '.join(f'`{f.name}`' for f in runs)}.",
@@ -298,19 +297,6 @@ def report(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def _write_section(out: Path, text: str) -> None:
-    start, end = f"<!-- {MARK}:start -->", f"<!-- {MARK}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    old = out.read_text() if out.exists() else ""
-    if start in old and end in old:
-        new = old[: old.index(start)] + block + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(new)
-    os.replace(tmp, out)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--methods", nargs="+", default=["ridge", "mlp", "knn", "hinge"], choices=METHODS)
@@ -342,7 +328,10 @@ def main(argv=None) -> int:
     if args.report:
         text = report(all_runs)
         if args.out:
-            _write_section(args.out, text)
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from _report import write_section
+
+            write_section(args.out, MARK, TITLE, text)
         print(text)
         return 0
 

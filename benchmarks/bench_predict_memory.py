@@ -32,11 +32,13 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
 
 MARK = "bench_predict_memory"
 
@@ -189,16 +191,6 @@ def _table(rows: list[dict], args) -> str:
             f"{4 * args.cond_dim:,} bytes/spot)."
         )
     return head + "\n".join(lines) + foot + "\n"
-
-
-def write_section(path: str | Path, mark: str, title: str, body: str) -> None:
-    """Replace the ``mark`` section of a markdown file (between HTML comments) or append it."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"<!-- {mark}:start -->\n## {title}\n\n{body.rstrip()}\n<!-- {mark}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(mark)}:start -->.*?<!-- {re.escape(mark)}:end -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main(argv=None) -> None:

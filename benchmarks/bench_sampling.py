@@ -34,13 +34,15 @@ import datetime
 import math
 import os
 import platform
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
 
 SECTIONS = ("throughput", "reference", "peak", "bf16", "train")
 
@@ -165,18 +167,6 @@ def md_table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     out += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
     return "\n".join(out)
-
-
-def write_section(path: str | Path, mark: str, title: str, body: str) -> None:
-    """Replace the ``mark`` section of a markdown file (between HTML comments) or append it."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"<!-- {mark}:start -->\n## {title}\n\n{body.rstrip()}\n<!-- {mark}:end -->"
-    pattern = re.compile(rf"<!-- {re.escape(mark)}:start -->.*?<!-- {re.escape(mark)}:end -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def log(msg: str) -> None:

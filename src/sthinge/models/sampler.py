@@ -154,22 +154,16 @@ def sample(
             n_active = int(any_row.sum())
             if n_active == 0:  # no gene is revealed at this step: the call would be thrown away
                 continue
-            if n_active == any_row.numel():  # every row reveals (always so with exact-count masking): no gathers
-                visible = (tau > t_k).float()
-                next_visible = (tau > t_next).float()
-                t = torch.full((n_active,), t_k, dtype=torch.long, device=device)
-                with amp:
-                    x0_hat = model(x, t, next_visible, visible, c)  # (R, G)
-                x = torch.where(reveal, x0_hat.float(), x)
-                continue
-            active = any_row.nonzero().squeeze(1)  # only the rows that reveal something go through the model
-            tau_a = tau[active]
+            # only the rows that reveal something go through the model; when all do (always so with exact-count
+            # masking) a slice selects them as views, without gathering copies
+            sel = slice(None) if n_active == any_row.numel() else any_row.nonzero().squeeze(1)
+            tau_a = tau[sel]
             visible = (tau_a > t_k).float()
             next_visible = (tau_a > t_next).float()
             t = torch.full((n_active,), t_k, dtype=torch.long, device=device)
             with amp:
-                x0_hat = model(x[active], t, next_visible, visible, c[active])  # (A, G)
-            x[active] = torch.where(reveal[active], x0_hat.float(), x[active])
+                x0_hat = model(x[sel], t, next_visible, visible, c[sel])  # (A, G)
+            x[sel] = torch.where(reveal[sel], x0_hat.float(), x[sel])
         out[start:stop] = x.view(stop - start, n_samples, G).to(out.device)
     mean = out.mean(dim=1)
     std = out.std(dim=1, correction=0)

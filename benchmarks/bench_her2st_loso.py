@@ -46,6 +46,8 @@ HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
                  "paper's RandMask)"),
     "noidinit": ({"config": {"variant": "noidinit"}}, "SoftAdaLN without identity initialisation"),
     "nosoftnorm": ({"config": {"variant": "nosoftnorm"}}, "SoftAdaLN without SoftNorm"),
+    "pi-t": ({"loss_weight": "pi_t"}, "loss weighted by π_t over all masked genes (the paper's Eq. 2)"),
+    "masked-loss": ({"loss_weight": "masked"}, "loss on every masked gene, equally weighted (sthinge option)"),
     "randfrozen": ({}, "diagnostic: HINGE on a frozen *random* backbone of the same architecture (no pre-training)"),
 }
 BASELINES = {"ridge": "ridge regression (alpha by inner CV)", "mlp": "MLP (one hidden layer of 256)",

@@ -10,7 +10,8 @@ b. ``reference``: :func:`sthinge.models.sample` against :func:`sthinge.models.sa
 c. ``peak``: achieved FLOP/s of the sampler (FLOPs of the model counted analytically per call, rows counted by a
    hook) against a plain ``torch.mm`` of the model's dominant shape timed in the same run, plus where the time of
    one model call goes (value encoder, condition network, blocks, decoder). Meant for ``--preset cellfm-800m``
-   (40 x 1536, 200 genes; few spots, K = 2 on a CPU) and ``--preset tiny``.
+   (40 x 1536, 200 genes; few spots, K = 2 on a CPU) and ``--preset tiny``; with ``--compile`` also the same
+   sampler through ``torch.compile`` (as ``tl.predict(compile=True)``).
 d. ``bf16``: ``autocast=torch.bfloat16`` against fp32: speed and max |difference|, where the CPU runs bf16.
 e. ``train``: training steps/s of the masked-diffusion loss + AdamW and the share of backward.
 
@@ -178,7 +179,9 @@ def log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------------------------
 def bench_throughput(args) -> str:
     out = []
-    base = dict(n_spots=args.spots_base, k=args.k_base, batch_size=args.batch_base)
+    from sthinge.models import auto_batch_size
+
+    base = dict(n_spots=args.spots_base, k=args.k_base, batch_size=args.batch_base or None)
     model = build(args.preset, args.genes_base, args.cond_dim, args.n_layers)
 
     def sweep(name, values, make, model_for=lambda v: model):
@@ -196,6 +199,8 @@ def bench_throughput(args) -> str:
     log("throughput")
     sweep("K", args.ks, lambda v: {**base, "k": v})
     sweep("batch size", args.batch_sizes, lambda v: {**base, "batch_size": v})
+    out[-1] += (f"\n\n`auto_batch_size` (the default of `sample` and `tl.predict`) picks {auto_batch_size(model)} "
+                f"rows for this model on this device.")
     models = {g: build(args.preset, g, args.cond_dim, args.n_layers) for g in args.genes}
     sweep("genes", args.genes, lambda v: base, model_for=lambda g: models[g])
     sweep("spots", args.spots, lambda v: {**base, "n_spots": v})
@@ -203,7 +208,8 @@ def bench_throughput(args) -> str:
 
 
 def base_desc(args, skip: str) -> str:
-    parts = {"K": f"K = {args.k_base}", "batch size": f"batch size {args.batch_base}",
+    batch = f"batch size {args.batch_base}" if args.batch_base else "batch size auto"
+    parts = {"K": f"K = {args.k_base}", "batch size": batch,
              "genes": f"G = {args.genes_base}", "spots": f"{args.spots_base:,} spots"}
     return ", ".join(v for k, v in parts.items() if k != skip)
 
@@ -218,7 +224,7 @@ def bench_reference(args, model) -> str:
 
     def fast():
         g = torch.Generator().manual_seed(3)
-        res["fast"] = sample(model, cond, n_steps=k, batch_size=args.batch_base, generator=g)[0]
+        res["fast"] = sample(model, cond, n_steps=k, batch_size=args.batch_base or None, generator=g)[0]
 
     def ref():
         res["ref"] = sample_reference(model, cond, n_steps=k, generator=torch.Generator().manual_seed(3))[:, 0]
@@ -236,7 +242,9 @@ def bench_reference(args, model) -> str:
 def bench_peak(args, model) -> str:
     log("peak")
     bc = model.backbone_config
-    n, k, bs = args.peak_spots, args.peak_k, args.batch_base
+    from sthinge.models import auto_batch_size
+
+    n, k, bs = args.peak_spots, args.peak_k, args.batch_base or auto_batch_size(model)
     fn = run_sample(model, n, k, bs)
     fn()  # warm-up
     with count_rows(model) as rows:
@@ -244,6 +252,16 @@ def bench_peak(args, model) -> str:
         fn()
         t = time.perf_counter() - t0
     flops = model_flops(model, rows[0])
+    timings = [("eager", t)]
+    if args.compile:  # the same sampler through torch.compile (fused element-wise kernels), as predict(compile=True)
+        compiled = torch.compile(model, dynamic=True)
+        fn_c = run_sample(compiled, n, k, bs)
+        t0 = time.perf_counter()
+        fn_c()  # compiles
+        log(f"  compiled in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        fn_c()
+        timings.append(("torch.compile", time.perf_counter() - t0))
     L = model.n_genes + 1
     m = min(max(1, min(n, bs)) * L, 8192)  # the block matmuls: (rows x L tokens, D) x (D, D)
     mm = matmul_flops_per_s(m, bc.d_model, bc.d_model, repeat=args.repeat)
@@ -258,10 +276,10 @@ def bench_peak(args, model) -> str:
         f"### c. Fraction of the measured matmul peak ({bc.name}: {bc.n_layers} x {bc.d_model}, "
         f"G = {model.n_genes})\n\n"
         + md_table(
-            ["spots", "K", "model rows", "time (s)", "GFLOP / row", "sampler GFLOP/s",
+            ["model", "spots", "K", "model rows", "time (s)", "GFLOP / row", "sampler GFLOP/s",
              f"mm ({m}x{bc.d_model})·({bc.d_model}x{bc.d_model}) GFLOP/s", "fraction", "mm 2048³ GFLOP/s", "fraction"],
-            [[n, k, rows[0], f"{t:.2f}", f"{per_call / 1e9:.3f}", f"{flops / t / 1e9:.1f}", f"{mm / 1e9:.1f}",
-              f"{flops / t / mm:.2f}", f"{mm_sq / 1e9:.1f}", f"{flops / t / mm_sq:.2f}"]],
+            [[mode, n, k, rows[0], f"{tm:.2f}", f"{per_call / 1e9:.3f}", f"{flops / tm / 1e9:.1f}", f"{mm / 1e9:.1f}",
+              f"{flops / tm / mm:.2f}", f"{mm_sq / 1e9:.1f}", f"{flops / tm / mm_sq:.2f}"] for mode, tm in timings],
         )
         + f"\n\nValue encoder share of the counted FLOPs: {100 * vocab_flops / per_call:.1f} %. "
         f"Time of one forward call of {max(1, min(n, bs))} rows by part:\n\n"
@@ -271,7 +289,7 @@ def bench_peak(args, model) -> str:
 
 def bench_bf16(args, model) -> str:
     log("bf16")
-    n, k, bs = args.bf16_spots, args.bf16_k, args.batch_base
+    n, k, bs = args.bf16_spots, args.bf16_k, args.batch_base or None
     support = cpu_bf16_support()
     res = {}
 
@@ -341,17 +359,18 @@ def main(argv=None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed runs per point (median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--ks", type=int, nargs="+", default=[50, 10, 5])
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     p.add_argument("--genes", type=int, nargs="+", default=[50, 100, 200, 300])
     p.add_argument("--spots", type=int, nargs="+", default=[1000, 3000, 10000])
     p.add_argument("--spots-base", type=int, default=1000)
     p.add_argument("--k-base", type=int, default=5)
-    p.add_argument("--batch-base", type=int, default=256)
+    p.add_argument("--batch-base", type=int, default=0, help="rows per model call (0: auto_batch_size)")
     p.add_argument("--genes-base", type=int, default=200)
     p.add_argument("--ref-spots", type=int, default=256)
     p.add_argument("--ref-k", type=int, default=10)
     p.add_argument("--peak-spots", type=int, default=256)
     p.add_argument("--peak-k", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="peak: also time the sampler through torch.compile")
     p.add_argument("--bf16-spots", type=int, default=256)
     p.add_argument("--bf16-k", type=int, default=5)
     p.add_argument("--train-preset", default="tiny")

@@ -1,5 +1,6 @@
-"""The benchmark scripts stay runnable: a tiny CPU run of ``bench_gpu.py`` and ``bench_her2st_loso.py --report``
-on a small runs file made here (the real runs take hours and are not part of the test suite)."""
+"""The benchmark scripts stay runnable: tiny CPU runs of ``bench_gpu.py`` and ``bench_sampling.py``, and
+``bench_her2st_loso.py --report`` on a small runs file made here (the real runs take hours and are not part of the
+test suite)."""
 
 import json
 import os
@@ -29,6 +30,20 @@ def test_bench_gpu_runs_on_cpu(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
     spots_per_s = float(row.split("|")[3])
     assert spots_per_s > 0
+
+
+def test_bench_sampling_reference_and_peak_run(tmp_path):
+    out = tmp_path / "bench.md"
+    res = _run(str(BENCH / "bench_sampling.py"), "--quick", "--only", "reference", "peak", "--cond-dim", "16",
+               "--threads", "1", "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "<!-- bench_sampling:tiny-quick:start -->" in text
+    ref_row = next(line for line in text.splitlines() if line.startswith("| 32 | 5 |"))
+    assert float(ref_row.split("|")[-2]) <= 1e-4  # sample and sample_reference agree
+    peak_row = next(line for line in text.splitlines() if line.startswith("| eager |"))
+    fraction = float(peak_row.split("|")[9])
+    assert 0 < fraction < 10
 
 
 def test_bench_her2st_loso_report(tmp_path):

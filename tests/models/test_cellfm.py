@@ -184,3 +184,25 @@ def test_masked_value_loss_decreases_with_adam():
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+
+
+def test_value_encoder_chunks_give_the_unchunked_embedding(monkeypatch):
+    from sthinge.models.cellfm import SoftBinning
+
+    torch.manual_seed(0)
+    enc = SoftBinning(16, n_bins=32)
+    with torch.no_grad():
+        enc.a.fill_(0.3)
+    x = torch.rand(7, 45) * 5  # 315 scalars
+    whole = enc(x)
+    monkeypatch.setattr(SoftBinning, "chunk_size", 50)  # 7 chunks, the last one short
+    chunked = enc(x)
+    assert chunked.shape == (7, 45, 16)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
+    # gradients flow through the chunks as through one call
+    chunked.square().sum().backward()
+    g_chunked = enc.w3.weight.grad.clone()
+    enc.zero_grad()
+    monkeypatch.setattr(SoftBinning, "chunk_size", 10**9)
+    enc(x).square().sum().backward()
+    torch.testing.assert_close(g_chunked, enc.w3.weight.grad, rtol=1e-5, atol=1e-6)

@@ -110,6 +110,14 @@ def test_training_loss_feeds_the_model_the_official_arguments(recording_model, f
     call = model.calls[-1]
     w = s.pi(call["t"]).float().unsqueeze(1) * (1 - call["mt"])
     assert loss_pi.item() == pytest.approx(((w * (call["out"] - x0) ** 2).sum() / (16 * 30)).item(), rel=1e-6)
+    loss_masked = training_loss(model, x0, torch.zeros(16, 2), s, loss_weight="masked", generator=torch.Generator())
+    call = model.calls[-1]
+    hidden = 1 - call["mt"]  # every masked gene, not only those revealed at t
+    assert hidden.sum() > (call["mp"] - call["mt"]).sum()
+    ref = (hidden * (call["out"] - x0) ** 2).sum() / hidden.sum()
+    assert loss_masked.item() == pytest.approx(ref.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="loss_weight"):
+        training_loss(model, x0, torch.zeros(16, 2), s, loss_weight="all")
 
 
 def test_training_loss_is_reproducible_under_a_generator(tiny_hinge):

@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sthinge.models import MaskSchedule, sample, sample_reference
+from sthinge.models import MaskSchedule, auto_batch_size, sample, sample_reference
 from sthinge.models.sampler import _draws, sampling_steps
 
 
@@ -88,6 +88,38 @@ def test_exact_masking_skips_steps_without_reveals(recording_model):
     needed = [t for t in range(T, 0, -1) if s[t] > s[t - 1]]
     assert [int(c["t"][0]) for c in model.calls] == needed and len(needed) < T
     assert all(c["x_t"].shape[0] == 4 for c in model.calls)
+
+
+@pytest.mark.parametrize(
+    ("n_genes", "d_model", "device", "expected"),
+    [
+        (200, 1536, "cpu", 16),  # the 800M width: 1.2 MB per row
+        (300, 128, "cpu", 32),  # cpu-small with a large panel
+        (116, 128, "cpu", 128),  # cpu-small, the demo's panel
+        (200, 64, "cpu", 128),  # tiny
+        (10, 64, "cpu", 256),  # the cap
+        (200, 1536, "cuda", 256),  # accelerators: always 256
+    ],
+)
+def test_auto_batch_size_keeps_cpu_token_tensors_small(n_genes, d_model, device, expected):
+    from types import SimpleNamespace
+
+    from sthinge.models.sampler import CPU_TOKEN_BYTES
+
+    stub = SimpleNamespace(n_genes=n_genes, backbone_config=SimpleNamespace(d_model=d_model))
+    rows = auto_batch_size(stub, device)
+    assert rows == expected
+    if device == "cpu" and 16 < rows < 256:  # the largest power of two that fits
+        assert rows * (n_genes + 1) * d_model * 4 <= CPU_TOKEN_BYTES < 2 * rows * (n_genes + 1) * d_model * 4
+
+
+def test_default_batch_size_is_auto_and_changes_nothing(tiny_hinge):
+    model = tiny_hinge.eval()
+    assert auto_batch_size(model) == 256  # a tiny test model: the cap
+    cond = torch.randn(5, 6)
+    a = sample(model, cond, n_samples=2, n_steps=5, generator=torch.Generator().manual_seed(1))
+    b = sample(model, cond, n_samples=2, n_steps=5, generator=torch.Generator().manual_seed(1), batch_size=2)
+    torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=1e-5)
 
 
 def test_same_seed_same_samples_any_batch_size(tiny_hinge):

@@ -21,7 +21,7 @@ from sthinge.models.cellfm import (
 )
 from sthinge.models.diffusion import MaskSchedule, calibrate, fill_values, training_loss
 from sthinge.models.hinge import Hinge, HingeConfig, load_official_hinge
-from sthinge.models.sampler import sample, sample_reference
+from sthinge.models.sampler import auto_batch_size, sample, sample_reference
 from sthinge.models.softadaln import ConcatCondition, SoftAdaLN, SoftNorm, SumCondition, timestep_embedding
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +41,7 @@ __all__ = [
     "SoftAdaLN",
     "SoftNorm",
     "SumCondition",
+    "auto_batch_size",
     "calibrate",
     "fill_values",
     "load_cellfm",

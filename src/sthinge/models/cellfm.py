@@ -178,11 +178,23 @@ class SoftBinning(nn.Module):
             lin.reset_parameters()
         nn.init.zeros_(self.a)
 
+    #: Scalars encoded per chunk. The encoder's (n, n_bins) intermediates would otherwise reach tens of MB per
+    #: call (rows x genes x 256 floats), more than a CPU cache and above glibc's mmap threshold, so that every
+    #: call page-faults them in again; chunks of 8,192 scalars keep them at 8 MB. Chunking changes nothing else:
+    #: every scalar is encoded on its own.
+    chunk_size: int = 8192
+
+    def _encode(self, x: Tensor) -> Tensor:
+        h = F.leaky_relu(self.w1(x.unsqueeze(-1).to(self.w1.weight.dtype)), self.slope)  # (n, n_bins)
+        h = self.w3(h) + self.a * h
+        return self.table(torch.softmax(h, dim=-1))  # (n, D)
+
     def forward(self, x: Tensor) -> Tensor:
         """Embed scalars ``x`` of any shape (...) into (..., D)."""
-        h = F.leaky_relu(self.w1(x.unsqueeze(-1).to(self.w1.weight.dtype)), self.slope)  # (..., n_bins)
-        h = self.w3(h) + self.a * h
-        return self.table(torch.softmax(h, dim=-1))  # (..., D)
+        flat = x.reshape(-1)
+        if flat.shape[0] <= self.chunk_size:
+            return self._encode(flat).view(*x.shape, -1)
+        return torch.cat([self._encode(part) for part in flat.split(self.chunk_size)]).view(*x.shape, -1)
 
 
 class ValueEncoder(nn.Module):

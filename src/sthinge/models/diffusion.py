@@ -34,7 +34,7 @@ __all__ = ["MaskSchedule", "calibrate", "fill_values", "training_loss"]
 _KINDS = ("poly_auto", "poly", "linear")
 _MASKINGS = ("exact", "bernoulli")
 _FILLS = ("gauss", "zero")
-_LOSS_WEIGHTS = ("revealed", "pi_t")
+_LOSS_WEIGHTS = ("revealed", "pi_t", "masked")
 
 
 def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None):
@@ -234,7 +234,9 @@ def training_loss(
         Largest step drawn: ``schedule.t_cap()`` for the warm-start curriculum, None for T.
     loss_weight
         ``"revealed"`` (official): Σ d_t (x̂₀ − x₀)² / Σ d_t over the batch, d_t = m_{t−1} − m_t the genes revealed
-        at this step; ``"pi_t"`` (paper Eq. 2): mean over the batch of π_t Σ_g (1 − m_t)(x̂₀ − x₀)², divided by G.
+        at this step; ``"pi_t"`` (paper Eq. 2): mean over the batch of π_t Σ_g (1 − m_t)(x̂₀ − x₀)², divided by G;
+        ``"masked"`` (sthinge's option, not in the paper): Σ (1 − m_t)(x̂₀ − x₀)² / Σ (1 − m_t), every masked gene
+        weighted equally, so each training row scores all the genes it hides instead of the few revealed at t.
     fill
         Override of the model's ``mask_fill`` (``"gauss"`` or ``"zero"``).
 
@@ -258,6 +260,9 @@ def training_loss(
     err = (x0_hat.float() - x0.float()) ** 2
     if loss_weight == "revealed":
         w = next_visible.float() - visible.float()
+        return (w * err).sum() / w.sum().clamp_min(1)
+    if loss_weight == "masked":
+        w = 1 - visible.float()
         return (w * err).sum() / w.sum().clamp_min(1)
     w = schedule.pi(t).float().unsqueeze(1) * (1 - visible.float())
     return (w * err).sum() / (B * G)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sthinge.models.diffusion import MaskSchedule, fill_values
 
-__all__ = ["sample", "sample_reference", "sampling_steps"]
+__all__ = ["auto_batch_size", "sample", "sample_reference", "sampling_steps"]
 
 
 def sampling_steps(n_steps: int, budget: int | None = None) -> list[int]:
@@ -49,6 +49,40 @@ def sampling_steps(n_steps: int, budget: int | None = None) -> list[int]:
     if K == 1:
         return [n_steps]
     return [math.floor(n_steps - k * (n_steps - 1) / (K - 1) + 0.5) for k in range(K)]
+
+
+#: On a CPU, rows per model call are chosen so that one token tensor (rows x (G + 1) x D float32) stays within this
+#: many bytes: larger tensors fall out of the caches, and above glibc's 32 MB mmap threshold every element-wise
+#: operation page-faults its output in anew (docs/benchmarks.md, "batch size on a CPU").
+CPU_TOKEN_BYTES = 8 * 2**20
+
+
+def auto_batch_size(model: nn.Module, device: torch.device | str | None = None) -> int:
+    """Rows (spots x samples) per model call when the caller does not choose.
+
+    Parameters
+    ----------
+    model
+        A :class:`~sthinge.models.hinge.Hinge` (its gene count and backbone width are used).
+    device
+        Where it runs (default: where its parameters are).
+
+    Returns
+    -------
+    int
+        256 on an accelerator. On a CPU the largest power of two from 16 to 256 whose token tensor
+        (rows x (G + 1) x D float32) fits in :data:`CPU_TOKEN_BYTES`: 256 for small models and panels, 16 at the
+        800M width.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    width = getattr(getattr(model, "backbone_config", None), "d_model", None)
+    if device.type != "cpu" or width is None:
+        return 256
+    per_row = (model.n_genes + 1) * width * 4
+    rows = 16
+    while rows < 256 and 2 * rows * per_row <= CPU_TOKEN_BYTES:
+        rows *= 2
+    return rows
 
 
 def _resolve(model: nn.Module, cond: Tensor, schedule: MaskSchedule | None, n_samples: int) -> MaskSchedule:
@@ -94,7 +128,7 @@ def sample(
     schedule: MaskSchedule | None = None,
     n_steps: int | None = None,
     n_samples: int = 1,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
     return_samples: bool = False,
     autocast: torch.dtype | None = None,
@@ -115,7 +149,7 @@ def sample(
     n_samples
         Independent samples per spot (different reveal orders and fill noise).
     batch_size
-        Rows (spots × samples) per model call; whole spots are kept together.
+        Rows (spots × samples) per model call; whole spots are kept together. Default: :func:`auto_batch_size`.
     generator
         Random generator; the same seed gives the same samples (for any ``batch_size``).
     return_samples
@@ -142,6 +176,8 @@ def sample(
     tau_all, noise_all = _draws(schedule, model.config.mask_fill, n_spots * n_samples, generator)
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     out = torch.empty(n_spots, n_samples, G, dtype=torch.float32, device=cond.device)
+    if batch_size is None:
+        batch_size = auto_batch_size(model, device)
     batches = list(_batches(n_spots, n_samples, batch_size))
     for start, stop in _progress(batches, progress, len(batches)):
         rows = slice(start * n_samples, stop * n_samples)

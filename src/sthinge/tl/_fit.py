@@ -520,7 +520,8 @@ def fit(
     val_steps
         Step budget of the validation sampler.
     loss_weight
-        ``"revealed"`` (official code) or ``"pi_t"`` (the paper's Eq. 2).
+        ``"revealed"`` (official code), ``"pi_t"`` (the paper's Eq. 2) or ``"masked"`` (every masked gene weighted
+        equally; see :func:`sthinge.models.training_loss`).
     standardize_embedding
         Standardise each embedding feature with the training spots' mean and standard deviation (stored in the
         model and applied again at prediction).
@@ -594,7 +595,7 @@ def fit(
     seed = _check_int("seed", seed, low=0)
     milestones = [_check_int("milestones", m, low=1) for m in milestones]
     _check_choice("val_metric", val_metric, _VAL_METRICS)
-    _check_choice("loss_weight", loss_weight, ("revealed", "pi_t"))
+    _check_choice("loss_weight", loss_weight, ("revealed", "pi_t", "masked"))
     _check_choice("precision", precision, _PRECISIONS)
     if resume and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir` (where the checkpoints of the interrupted fit are).")

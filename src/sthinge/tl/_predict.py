@@ -37,7 +37,7 @@ def predict(
     *,
     n_steps: int | None = None,
     n_samples: int = 1,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     sections: Sequence[str] | str | None = None,
     section_key: str = K.SECTION_KEY,
     seed: int = 0,
@@ -66,8 +66,10 @@ def predict(
     n_samples
         Samples per spot; their mean is the prediction and their standard deviation the uncertainty.
     batch_size
-        Rows (spots x samples) per model call. On a GPU out-of-memory error it is halved (with a warning) until
-        the calls fit, and stays so for the rest of the run; the result is the same as with that batch size.
+        Rows (spots x samples) per model call; the result does not depend on it. Default: 256 on a GPU; on a CPU
+        from 16 to 256 by the model's width and panel size (:func:`sthinge.models.auto_batch_size`), as large
+        batches of small models run slower on a CPU. On a GPU out-of-memory error it is halved (with a warning)
+        until the calls fit, and stays so for the rest of the run.
     sections
         Only predict these sections (values of ``obs[section_key]``); default all spots.
     section_key
@@ -114,7 +116,7 @@ def predict(
     import torch
 
     from sthinge._settings import settings
-    from sthinge.models import sample
+    from sthinge.models import auto_batch_size, sample
 
     # ---- validation before any work -----------------------------------------------------------------------
     model = _as_model(model)
@@ -123,7 +125,8 @@ def predict(
     if n_steps is not None:
         n_steps = _check_int("n_steps", n_steps, low=1, high=T)
     n_samples = _check_int("n_samples", n_samples, low=1, high=100_000)
-    batch_size = _check_int("batch_size", batch_size, low=1)
+    if batch_size is not None:
+        batch_size = _check_int("batch_size", batch_size, low=1)
     seed = _check_int("seed", seed, low=0)
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
@@ -143,6 +146,8 @@ def predict(
     samples = np.empty((n, n_samples, G), np.float32) if return_samples else None
     module = model.module.to(dev).eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    if batch_size is None:
+        batch_size = auto_batch_size(module, dev)
     runner = _compiled(module) if compile else module
     start = time.perf_counter()
     try:

@@ -197,13 +197,17 @@ def bench_throughput(args) -> str:
                    + md_table([name, "time (s)", "spots/s", "spot-steps/s"], rows))
 
     log("throughput")
-    sweep("K", args.ks, lambda v: {**base, "k": v})
-    sweep("batch size", args.batch_sizes, lambda v: {**base, "batch_size": v})
-    out[-1] += (f"\n\n`auto_batch_size` (the default of `sample` and `tl.predict`) picks {auto_batch_size(model)} "
-                f"rows for this model on this device.")
-    models = {g: build(args.preset, g, args.cond_dim, args.n_layers) for g in args.genes}
-    sweep("genes", args.genes, lambda v: base, model_for=lambda g: models[g])
-    sweep("spots", args.spots, lambda v: {**base, "n_spots": v})
+    if "K" in args.sweeps:
+        sweep("K", args.ks, lambda v: {**base, "k": v})
+    if "batch" in args.sweeps:
+        sweep("batch size", args.batch_sizes, lambda v: {**base, "batch_size": v})
+        out[-1] += (f"\n\n`auto_batch_size` (the default of `sample` and `tl.predict`) picks "
+                    f"{auto_batch_size(model)} rows for this model on this device.")
+    if "genes" in args.sweeps:
+        models = {g: build(args.preset, g, args.cond_dim, args.n_layers) for g in args.genes}
+        sweep("genes", args.genes, lambda v: base, model_for=lambda g: models[g])
+    if "spots" in args.sweeps:
+        sweep("spots", args.spots, lambda v: {**base, "n_spots": v})
     return "### a. Sampling throughput\n\n" + "\n\n".join(out)
 
 
@@ -358,6 +362,8 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: the whole run in < 2 minutes on 2 cores")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per point (median)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    sweeps = ["K", "batch", "genes", "spots"]
+    p.add_argument("--sweeps", nargs="+", choices=sweeps, default=sweeps, help="throughput: which sweeps to run")
     p.add_argument("--ks", type=int, nargs="+", default=[50, 10, 5])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
     p.add_argument("--genes", type=int, nargs="+", default=[50, 100, 200, 300])

@@ -94,6 +94,14 @@ def test_save_load_identical_predictions(trained, tmp_path):
     assert len(loaded.history) == len(model.history)
 
 
+def test_predict_result_does_not_depend_on_the_batch_size(trained):
+    sdata, model = trained
+    auto = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, copy=True)  # batch_size=None
+    small = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, batch_size=3, copy=True)
+    np.testing.assert_allclose(auto.X, small.X, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(auto.layers["sthinge_std"], small.layers["sthinge_std"], rtol=1e-5, atol=1e-5)
+
+
 def test_predict_anndata_input(trained):
     sdata, model = trained
     adata = sdata.tables[K.TABLE_KEY].copy()

@@ -53,7 +53,7 @@ def sampling_steps(n_steps: int, budget: int | None = None) -> list[int]:
 
 #: On a CPU, rows per model call are chosen so that one token tensor (rows x (G + 1) x D float32) stays within this
 #: many bytes: larger tensors fall out of the caches, and above glibc's 32 MB mmap threshold every element-wise
-#: operation page-faults its output in anew (docs/benchmarks.md, "batch size on a CPU").
+#: operation page-faults its output in anew (measured in docs/benchmarks.md, summary of 2026-11-26).
 CPU_TOKEN_BYTES = 8 * 2**20
 
 

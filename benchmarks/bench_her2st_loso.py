@@ -243,7 +243,13 @@ def report(runs: list[Path]) -> str:
     order = [m for m in METHODS if m in by] + sorted(m for m in by if m not in METHODS)
     for method in order:
         rs = [by[method][f] for f in SECTIONS if f in by[method]]
-        what = rs[0].get("what") or (HINGE_VARIANTS[method][1] if method in HINGE_VARIANTS else BASELINES[method])
+        # the current description of a known method (the runs file keeps the one of its day); others as stored
+        known = {**{m: d for m, (_, d) in HINGE_VARIANTS.items()}, **BASELINES}
+        stored = rs[0].get("what", "")
+        base = method.split(" ")[0].split("-3")[0]
+        if method not in known and base in known and "; backbone" in stored:  # a --suffix run of a known method
+            stored = known[base] + stored[stored.index("; backbone"):]
+        what = known.get(method) or stored
         # the ratio on the folds both have
         common = [f for f in SECTIONS if f in by[method] and f in by.get("ridge", {})]
         ratio = (np.mean([by[method][f]["metrics"]["pcc50"] for f in common])

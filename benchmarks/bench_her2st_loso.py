@@ -241,13 +241,13 @@ def report(runs: list[Path]) -> str:
     ]
     ridge50 = np.mean([r["metrics"]["pcc50"] for r in by.get("ridge", {}).values()]) if "ridge" in by else np.nan
     order = [m for m in METHODS if m in by] + sorted(m for m in by if m not in METHODS)
+    # the current description of a known method (the runs file keeps the one of its day); a --suffix run of a
+    # known method ("hinge (3-epoch backbone)") gets its method's description and keeps its stored backbone note
+    known = {**{m: d for m, (_, d) in HINGE_VARIANTS.items()}, **BASELINES}
     for method in order:
         rs = [by[method][f] for f in SECTIONS if f in by[method]]
-        # the current description of a known method (the runs file keeps the one of its day); others as stored
-        known = {**{m: d for m, (_, d) in HINGE_VARIANTS.items()}, **BASELINES}
-        stored = rs[0].get("what", "")
-        base = method.split(" ")[0].split("-3")[0]
-        if method not in known and base in known and "; backbone" in stored:  # a --suffix run of a known method
+        stored, base = rs[0].get("what", ""), method.split(" ")[0]
+        if method not in known and base in known and "; backbone" in stored:
             stored = known[base] + stored[stored.index("; backbone"):]
         what = known.get(method) or stored
         # the ratio on the folds both have

@@ -113,13 +113,9 @@ def test_auto_batch_size_keeps_cpu_token_tensors_small(n_genes, d_model, device,
         assert rows * (n_genes + 1) * d_model * 4 <= CPU_TOKEN_BYTES < 2 * rows * (n_genes + 1) * d_model * 4
 
 
-def test_default_batch_size_is_auto_and_changes_nothing(tiny_hinge):
-    model = tiny_hinge.eval()
-    assert auto_batch_size(model) == 256  # a tiny test model: the cap
-    cond = torch.randn(5, 6)
-    a = sample(model, cond, n_samples=2, n_steps=5, generator=torch.Generator().manual_seed(1))
-    b = sample(model, cond, n_samples=2, n_steps=5, generator=torch.Generator().manual_seed(1), batch_size=2)
-    torch.testing.assert_close(a[0], b[0], atol=1e-5, rtol=1e-5)
+def test_auto_batch_size_reads_a_real_model_on_its_device(tiny_hinge):
+    # the sampler's default; that the result does not depend on it: test_same_seed_same_samples_any_batch_size
+    assert auto_batch_size(tiny_hinge) == 256  # a tiny test model on the CPU: the cap
 
 
 def test_same_seed_same_samples_any_batch_size(tiny_hinge):

@@ -85,6 +85,91 @@ def _check_float(name: str, value: Any, *, low: float | None = None, high: float
     return value
 
 
+def _check_overwrite(what: str, exists: bool, overwrite: Any, *, flag: str = "overwrite=True") -> None:
+    """The one rule of every writer: ``what`` (e.g. "`key_added` 'x': table 'x'") exists -> refuse unless ``overwrite``.
+
+    Raises ``ValueError`` naming the thing and the flag; call it before any work or write.
+    """
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be True or False, got {overwrite!r}.")
+    if exists and not overwrite:
+        raise ValueError(f"{what} already exists; pass `{flag}` to replace it.")
+
+
+def _check_writable_dir(name: str, folder: str | os.PathLike) -> Path:
+    """Check (before any work) that files can be written in ``folder``, creating it if needed.
+
+    Raises ``PermissionError`` / ``NotADirectoryError`` naming ``name`` and the folder (never a temp-file name).
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"`{name}` {str(folder)!r} is a file, not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _probe_write(folder)
+    except OSError as err:
+        raise PermissionError(f"`{name}` {str(folder)!r} is not writable ({err.strerror or err}).") from None
+    return folder
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and remove a small file in ``folder`` (raises the ``OSError`` of a folder that refuses writes).
+
+    A real attempt rather than :func:`os.access`, which says yes to root on read-only mounts.
+    """
+    fd, probe = tempfile.mkstemp(prefix=".sthinge-write-check.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")  # pragma: no cover
+
+
+def _check_output_path(name: str, path: str | os.PathLike, *, overwrite: Any, kind: str = "file",
+                       flag: str = "overwrite=True") -> Path:
+    """Check an output ``path`` before any work, by the one rule of every writer.
+
+    - ``kind="file"``: an existing file is replaced only with ``overwrite``; an existing folder never is.
+    - ``kind="folder"``: an existing *non-empty* folder is refused unless ``overwrite``; an existing file never is
+      replaced by a folder.
+    - The nearest existing parent must be a writable folder.
+
+    Errors name ``name`` (the argument or CLI option), the path and the flag. Returns the path.
+    """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"`{name}` must be a path, got {type(path).__name__}.")
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be True or False, got {overwrite!r}.")
+    path = Path(path).expanduser()
+    if kind == "file":
+        if path.is_dir():
+            raise FileExistsError(f"`{name}` {str(path)!r} is an existing folder; give a file name.")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"`{name}` {str(path)!r} already exists; pass `{flag}` to replace it.")
+    elif kind == "folder":
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"`{name}` {str(path)!r} is an existing file, not a folder; it is never replaced "
+                                  "by a folder. Choose another path.")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise FileExistsError(f"`{name}` {str(path)!r} is a folder that is not empty; pass `{flag}` to replace "
+                                  "its contents, or choose another path.")
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    parent = _nearest_existing(path.parent if path.parent != path else path)
+    if not parent.is_dir():
+        raise NotADirectoryError(f"`{name}` {str(path)!r}: {str(parent)!r} is a file, not a folder.")
+    try:
+        _probe_write(parent)
+    except OSError as err:
+        raise PermissionError(f"`{name}` {str(path)!r} cannot be written: folder {str(parent)!r} is not writable "
+                              f"({err.strerror or err}).") from None
+    return path
+
+
 def _check_choice(name: str, value: Any, choices) -> Any:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")

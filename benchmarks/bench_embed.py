@@ -84,7 +84,7 @@ def throughput(sdata, encoder, *, n_tiles: int, batch_size: int, weights=None) -
                           num_workers=1, key_added="bench")  # warm-up (model build, first kernels)
     t0 = time.perf_counter()
     st.pp.embed_histology(small, encoder=encoder, weights=weights, device="cpu", batch_size=batch_size,
-                          num_workers=1, key_added="bench")
+                          num_workers=1, key_added="bench", overwrite=True)
     return n_tiles / (time.perf_counter() - t0)
 
 

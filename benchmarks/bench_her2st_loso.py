@@ -186,7 +186,7 @@ def run_tradeoff(args, table, backbone, runs: Path) -> None:
             for n in args.samples:
                 start = time.perf_counter()
                 st.tl.predict(work, model, sections=[fold], n_steps=k, n_samples=n, seed=args.seed,
-                              key_added="bench")
+                              key_added="bench", overwrite=True)
                 seconds = time.perf_counter() - start
                 res = st.tl.evaluate(work, pred_key="bench", metrics=("pcc50", "mse"))
                 res.index = res.index.astype(str)

@@ -81,7 +81,7 @@ def test_cli_demo_bad_section(tmp_path, capsys):
     from sthinge._cli import main
 
     assert main(["demo", "--synthetic", "--held-out", "S99", "--out", str(tmp_path / "r")]) == 2
-    assert "held_out" in capsys.readouterr().err
+    assert "--held-out" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

@@ -12,23 +12,18 @@ def _out(msg: str = "") -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from sthinge._demo import CLI_NAMES, check_demo_args, run_demo
+
+    kwargs = dict(synthetic=args.synthetic, data_path=args.data, out=args.out, overwrite=args.overwrite,
+                  held_out=args.held_out, max_epochs=args.epochs, n_samples=args.samples, n_steps=args.steps,
+                  seed=args.seed)
+    check_demo_args(**kwargs, names=CLI_NAMES)  # every option, before any output or work
     import sthinge as st
-    from sthinge._demo import run_demo
 
     st.settings.verbosity = 1 if args.quiet else 2
     source = "synthetic data (offline)" if args.synthetic else "Her2ST patient C"
     _out(f"sthinge demo: {source}")
-    result = run_demo(
-        synthetic=args.synthetic,
-        data_path=args.data,
-        out=args.out,
-        held_out=args.held_out,
-        max_epochs=args.epochs,
-        n_samples=args.samples,
-        n_steps=args.steps,
-        seed=args.seed,
-        say=_out,
-    )
+    result = run_demo(**kwargs, say=_out, _names=CLI_NAMES)
     _out(f"done in {result['seconds']:.1f} s; report: {result['out']}")
     return 0
 
@@ -41,13 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="run the end-to-end demo on Her2ST patient C (or synthetic data)")
     demo.add_argument("--synthetic", action="store_true", help="use generated data (no files or network needed)")
-    demo.add_argument("--data", default=None, help="folder with the Her2ST files (default: STHINGE_DATA_DIR / cache)")
-    demo.add_argument("--held-out", default=None, help="section to hold out (default: C2, or the first section)")
-    demo.add_argument("--out", default="sthinge-report", help="report folder to write (default: sthinge-report)")
-    demo.add_argument("--epochs", type=int, default=30, help="maximum training epochs (default 30)")
-    demo.add_argument("--samples", type=int, default=4, help="samples per spot (default 4)")
-    demo.add_argument("--steps", type=int, default=10, help="sampler step budget K <= T=50 (default 10)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--data", default=None,
+                      help="existing folder with the Her2ST files (default: STHINGE_DATA_DIR, the cache, or a "
+                           "download)")
+    demo.add_argument("--held-out", default=None,
+                      help="section to hold out: one of C2-C6, or S1-S4 with --synthetic (default: the first)")
+    demo.add_argument("--out", default="sthinge-report",
+                      help="report folder to write (default: sthinge-report); it must be new or empty unless "
+                           "--overwrite is given, and an existing file is never replaced")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace an earlier report in --out (a folder holding only report files)")
+    demo.add_argument("--epochs", type=int, default=30, help="maximum training epochs, >= 1 (default 30)")
+    demo.add_argument("--samples", type=int, default=4, help="samples per spot, >= 1 (default 4)")
+    demo.add_argument("--steps", type=int, default=10,
+                      help="sampler step budget K, 1 <= K <= T=50 (default 10)")  # T: HingeConfig.n_steps
+    demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     return parser
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+    except (ValueError, TypeError, KeyError, OSError) as err:  # OSError: FileExistsError, PermissionError, ...
         sys.stderr.write(f"sthinge: error: {err}\n")
         return 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,126 @@ from sthinge import _constants as K
 from sthinge._logging import logg
 
 HER2ST_C = ["C2", "C3", "C4", "C5", "C6"]
+SYNTHETIC_SECTIONS = ["S1", "S2", "S3", "S4"]
+REPORT_FILES = ("summary.md", "metrics.md", "metrics.csv", "spatial.png", "spatial_ridge.png", "coexpression.png",
+                "history.png", "predictions.zarr")
+"""What a report folder holds: ``overwrite`` replaces a folder holding nothing else."""
+
+_PYTHON_NAMES = {
+    "synthetic": "synthetic=True", "data_path": "data_path", "out": "out", "overwrite": "overwrite=True",
+    "held_out": "held_out", "max_epochs": "max_epochs", "n_samples": "n_samples", "n_steps": "n_steps",
+    "seed": "seed",
+}
+"""How errors of :func:`check_demo_args` name the arguments of :func:`run_demo`."""
+
+CLI_NAMES = {
+    "synthetic": "--synthetic", "data_path": "--data", "out": "--out", "overwrite": "--overwrite",
+    "held_out": "--held-out", "max_epochs": "--epochs", "n_samples": "--samples", "n_steps": "--steps",
+    "seed": "--seed",
+}
+"""How errors of :func:`check_demo_args` name the options of ``sthinge demo``."""
+
+
+def _demo_sections(synthetic: bool) -> list[str]:
+    return list(SYNTHETIC_SECTIONS) if synthetic else list(HER2ST_C)
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    """Whether ``inner`` is ``outer`` or lies inside it (both resolved)."""
+    try:
+        inner, outer = inner.resolve(), outer.resolve()
+    except OSError:  # pragma: no cover - unresolvable paths cannot be the same folder
+        return False
+    return inner == outer or outer in inner.parents
+
+
+def check_demo_args(
+    *,
+    synthetic: bool = False,
+    data_path: str | os.PathLike | None = None,
+    out: str | os.PathLike = "sthinge-report",
+    overwrite: bool = False,
+    held_out: str | None = None,
+    max_epochs: int = 30,
+    n_samples: int = 4,
+    n_steps: int | None = None,
+    seed: int = 0,
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Check every argument of :func:`run_demo` before any work (no data is read, nothing is trained or written).
+
+    ``names`` maps argument names to the names errors use (default: the Python argument names; the command line
+    passes :data:`CLI_NAMES`, so errors name ``--samples``, ``--out``, ...). Raises ``TypeError``/``ValueError``/
+    ``FileNotFoundError``/``FileExistsError``/``NotADirectoryError``/``PermissionError``; returns the checked values
+    (``held_out`` resolved, ``out`` as a :class:`~pathlib.Path`, ``data_root``: the folder holding the Her2ST files
+    when found locally, else ``None``: :func:`run_demo` then looks in the cache and downloads).
+    """
+    from sthinge._settings import settings
+    from sthinge._utils import _check_int, _check_output_path
+    from sthinge.datasets._her2st import _candidates, _files_for, _has_files
+    from sthinge.models import HingeConfig
+
+    n = {**_PYTHON_NAMES, **(names or {})}
+    if not isinstance(synthetic, bool):
+        raise TypeError(f"`{n['synthetic']}` must be True or False, got {synthetic!r}.")
+    sections = _demo_sections(synthetic)
+    if held_out is None:
+        held_out = sections[0]
+    if not isinstance(held_out, str) or held_out not in sections:
+        where = " with `" + n["synthetic"] + "`" if synthetic else ""
+        raise ValueError(f"`{n['held_out']}` {held_out!r} is not one of the sections{where}: {sections}.")
+    max_epochs = _check_int(n["max_epochs"], max_epochs, low=1)
+    n_samples = _check_int(n["n_samples"], n_samples, low=1)
+    if n_steps is not None:  # the sampler's step budget K <= T, the model's number of diffusion steps
+        n_steps = _check_int(n["n_steps"], n_steps, low=1, high=HingeConfig.n_steps)
+    seed = _check_int(n["seed"], seed, low=0, high=2**32 - 1)  # numpy's and Lightning's seed range
+
+    data_root = None
+    if data_path is not None:
+        if synthetic:
+            raise ValueError(f"`{n['data_path']}` and `{n['synthetic']}` exclude each other: synthetic data reads "
+                             "no files.")
+        if not isinstance(data_path, str | os.PathLike):
+            raise TypeError(f"`{n['data_path']}` must be a folder path, got {type(data_path).__name__}.")
+        root = Path(data_path).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"`{n['data_path']}` {str(root)!r} does not exist; give the folder holding the "
+                                    f"Her2ST files, or use `{n['synthetic']}` to run offline.")
+        if not root.is_dir():
+            raise NotADirectoryError(f"`{n['data_path']}` {str(root)!r} is a file, not a folder.")
+        data_root = next((c for c in _candidates(root) if _has_files(c, sections)), None)
+        if data_root is None:
+            missing = [f for s in sections for f in _files_for(s) if not (root / f).is_file()]
+            raise FileNotFoundError(
+                f"`{n['data_path']}` {str(root)!r} does not hold the Her2ST files of patient C {sections} (missing "
+                f"e.g. {missing[:3]}); expected counts/<S>.tsv.gz, spots/<S>_selection.tsv, images/<S>.jpg in it or "
+                f"in its her2st/ folder. Use `{n['synthetic']}` to run offline."
+            )
+    elif not synthetic:
+        roots = _candidates(settings.datadir) if settings.datadir is not None else []
+        roots.append(settings.cachedir / "her2st")
+        data_root = next((c for c in roots if _has_files(c, sections)), None)
+
+    out = _check_output_path(n["out"], out, overwrite=overwrite, kind="folder", flag=n["overwrite"])
+    if out.is_dir():  # empty, or (with `overwrite`) not: the report replaces the whole folder
+        protected = {"the current folder": Path.cwd(), "your home folder": Path.home(),
+                     "the dataset cache": settings.cachedir}
+        if data_path is not None:
+            protected["the data folder"] = Path(data_path).expanduser()
+        if settings.datadir is not None:
+            protected["STHINGE_DATA_DIR"] = settings.datadir
+        for what, folder in protected.items():
+            if _is_within(folder, out):
+                raise ValueError(f"`{n['out']}` {str(out)!r} is or contains {what} ({str(folder)!r}); the report "
+                                 "replaces the whole folder, so give it a folder of its own.")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            raise FileExistsError(f"`{n['out']}` {str(out)!r} holds files that are not part of a demo report (e.g. "
+                                  f"{foreign[:3]}); `{n['overwrite']}` replaces only an earlier report folder, never "
+                                  "other files. Choose another path.")
+    return {"synthetic": synthetic, "sections": sections, "held_out": held_out, "max_epochs": max_epochs,
+            "n_samples": n_samples, "n_steps": n_steps, "seed": seed, "out": out, "overwrite": overwrite,
+            "data_root": data_root, "names": n}
 
 
 class _Clock:
@@ -42,19 +163,33 @@ def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 def run_demo(
     *,
     synthetic: bool = False,
-    data_path: str | None = None,
-    out: str | Path = "sthinge-report",
+    data_path: str | os.PathLike | None = None,
+    out: str | os.PathLike = "sthinge-report",
+    overwrite: bool = False,
     held_out: str | None = None,
     max_epochs: int = 30,
     n_samples: int = 4,
     n_steps: int | None = None,
     seed: int = 0,
     say: Callable[[str], None] = logg.info,
+    _names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one leave-one-section-out fold of HINGE and ridge side by side and write a report folder.
 
+    Every argument is checked first (:func:`check_demo_args`), before any data is read. ``out`` must be a new or
+    empty folder, or, with ``overwrite=True``, an earlier report folder (holding only :data:`REPORT_FILES`) to
+    replace; an existing file or a folder with other files is never replaced. The report is written beside ``out``
+    and moved into place only when complete.
+
     Returns a dict with the metrics table, the report path and the timings.
     """
+    checked = check_demo_args(synthetic=synthetic, data_path=data_path, out=out, overwrite=overwrite,
+                              held_out=held_out, max_epochs=max_epochs, n_samples=n_samples, n_steps=n_steps,
+                              seed=seed, names=_names)
+    if not callable(say):
+        raise TypeError(f"`say` must be a callable taking a message, got {type(say).__name__}.")
+    sections, held_out, out, names = checked["sections"], checked["held_out"], checked["out"], checked["names"]
+    max_epochs, n_samples, n_steps, seed = (checked[k] for k in ("max_epochs", "n_samples", "n_steps", "seed"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,14 +198,25 @@ def run_demo(
     from sthinge.tl._pretrain import default_backbone, pretrain_backbone
 
     clock = _Clock(say)
-    sections = [f"S{i + 1}" for i in range(4)] if synthetic else list(HER2ST_C)
-    held_out = held_out or sections[0]
-    if held_out not in sections:
-        raise ValueError(f"`held_out` {held_out!r} is not one of the sections {sections}.")
     if synthetic:
         sdata = st.datasets.synthetic(n_sections=len(sections), n_spots=144, n_genes=60, seed=seed)
     else:
-        sdata = st.datasets.her2st(sections, path=data_path)
+        root = checked["data_root"]
+        if root is None:  # not in STHINGE_DATA_DIR nor the cache: download into the cache
+            from sthinge._settings import settings
+            from sthinge.datasets._her2st import _locate
+
+            try:
+                root = _locate(sections, None)
+            except FileNotFoundError as err:
+                cause = err.__cause__ or err
+                raise FileNotFoundError(
+                    f"The Her2ST files of patient C {sections} are not in STHINGE_DATA_DIR "
+                    f"({settings.datadir or 'not set'}) nor in the cache ({settings.cachedir / 'her2st'}), and the "
+                    f"download failed ({type(cause).__name__}: {cause}). Pass the folder holding them with "
+                    f"`{names['data_path']}`, set STHINGE_DATA_DIR, or use `{names['synthetic']}` to run offline."
+                ) from err
+        sdata = st.datasets.her2st(sections, path=root)
     train = [s for s in sections if s != held_out]
     clock(f"loaded {len(sections)} sections; held out {held_out}, training on {', '.join(train)}")
 
@@ -115,7 +261,6 @@ def run_demo(
     metrics = metrics[keep]
     clock("evaluated")
 
-    out = Path(out)
     with _atomic_path(out) as tmp:
         tmp.mkdir()
         metrics.to_csv(tmp / "metrics.csv", index=False)

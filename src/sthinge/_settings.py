@@ -10,6 +10,54 @@ _VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: l
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def _mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def _available_devices() -> str:
+    """What this machine offers, in words (for error messages)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = ["'cpu'"] + [f"'cuda:{i}'" for i in range(count)] + (["'mps'"] if _mps_available() else [])
+    gpu = f"{count} CUDA device(s)" if count else "no CUDA device (no GPU or no driver)"
+    return f"it has {gpu}; available: {', '.join(names)} or 'auto'"
+
+
+def check_accelerator(accelerator, devices) -> None:
+    """Refuse a Lightning ``accelerator`` / ``devices`` this machine does not have (before any work).
+
+    Lightning's own error comes only when the trainer is built, after data and model are prepared, and names
+    neither argument. Other values (Accelerator objects, "tpu", ...) are left to Lightning.
+    """
+    import numbers
+
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if isinstance(accelerator, str):
+        kind = accelerator.lower()
+        if kind in ("cuda", "gpu") and count == 0 and not (kind == "gpu" and _mps_available()):
+            raise ValueError(f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
+                             " (pass `accelerator='cpu'` or 'auto').")
+        if kind == "mps" and not _mps_available():
+            raise ValueError(f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
+                             " (pass `accelerator='cpu'` or 'auto').")
+        if kind in ("cuda", "gpu") and count:
+            wanted = None
+            if isinstance(devices, numbers.Integral) and not isinstance(devices, bool) and devices > 0:
+                wanted = int(devices)
+            elif isinstance(devices, list | tuple) and devices and all(isinstance(d, numbers.Integral)
+                                                                       for d in devices):
+                wanted = max(int(d) for d in devices) + 1
+            if wanted is not None and wanted > count:
+                raise ValueError(f"`devices` {devices!r} asks for more GPUs than this machine has: "
+                                 f"{_available_devices()}.")
+
+
 class SthingeSettings:
     """Global settings of sthinge.
 
@@ -61,20 +109,35 @@ class SthingeSettings:
         self._device = value
 
     def resolve_device(self, device: str | None = None):
-        """Return a :class:`torch.device` for ``device`` (``None`` = :attr:`device`)."""
+        """Return a :class:`torch.device` for ``device`` (``None`` = :attr:`device`).
+
+        A device this machine does not have (``"cuda"`` without a GPU, ``"cuda:3"`` with two, ``"mps"`` off Apple
+        silicon) is refused with a ``ValueError`` naming ``device`` and what is available, before any work.
+        """
         import torch
 
-        device = self._device if device is None else device
+        name = "device"
+        if device is None:
+            device, name = self._device, "settings.device"
         if isinstance(device, torch.device):
-            return device
+            device = str(device)
         if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
-            raise ValueError(f"`device` must be one of {_DEVICES} (optionally 'cuda:N'), got {device!r}.")
+            raise ValueError(f"`{name}` must be one of {_DEVICES} (optionally 'cuda:N'), got {device!r}.")
         if device == "auto":
             if torch.cuda.is_available():
                 return torch.device("cuda")
-            if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            if _mps_available():
                 return torch.device("mps")
             return torch.device("cpu")
+        kind, _, index = device.partition(":")
+        if index and (kind != "cuda" or not index.isdigit()):
+            raise ValueError(f"`{name}` must be one of {_DEVICES} (optionally 'cuda:N'), got {device!r}.")
+        if kind == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0 or (index and int(index) >= count):
+                raise ValueError(f"`{name}` {device!r} is not available on this machine: {_available_devices()}.")
+        elif kind == "mps" and not _mps_available():
+            raise ValueError(f"`{name}` {device!r} is not available on this machine: {_available_devices()}.")
         return torch.device(device)
 
     # directories -------------------------------------------------------------------------------------

@@ -170,6 +170,15 @@ def _check_output_path(name: str, path: str | os.PathLike, *, overwrite: Any, ki
     return path
 
 
+def _check_no_repeats(name: str, values, what: str = "section") -> None:
+    """Refuse a list naming the same item twice (a typo, or work done twice); ``ValueError`` naming ``name``."""
+    from collections import Counter
+
+    repeated = [v for v, n in Counter(values).items() if n > 1]
+    if repeated:
+        raise ValueError(f"`{name}` names the {what}(s) {repeated} more than once; give each {what} once.")
+
+
 def _check_choice(name: str, value: Any, choices) -> Any:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")
@@ -185,8 +194,14 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     import shutil
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:  # name the destination, not the hidden temporary folder beside it
+        if isinstance(err, FileExistsError | NotADirectoryError):
+            raise NotADirectoryError(f"Cannot write {str(path)!r}: {err.filename!r} is a file, not a folder.") from None
+        raise PermissionError(f"Cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable "
+                              f"({err.strerror or err}).") from None
     target = tmp / path.name
     try:
         yield target

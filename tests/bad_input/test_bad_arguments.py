@@ -8,8 +8,6 @@ same. The other classes of the suite are in the files beside this one (``test_ba
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -473,11 +471,6 @@ def predict_unknown_section(env):
     return env.sdata, lambda: st.tl.predict(env.sdata, env.model, sections="S7")
 
 
-@case(ValueError, r"`key_added` 'table' would overwrite the source table")
-def predict_key_added_is_source(env):
-    return env.sdata, lambda: st.tl.predict(env.sdata, env.model, key_added="table")
-
-
 @case(ValueError, r"`table_key` only applies to SpatialData")
 def predict_table_key_on_anndata(env):
     return env.adata, lambda: st.tl.predict(env.adata, env.model, table_key="table")
@@ -488,145 +481,7 @@ def predict_unknown_table_key(env):
     return env.sdata, lambda: st.tl.predict(env.sdata, env.model, table_key="tbl")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# HingeModel.save / load
-# ---------------------------------------------------------------------------------------------------------------
-def _payload(env) -> dict:
-    from sthinge.io import safe_torch_load
-
-    return safe_torch_load(env.model_dir / "model.pt")
-
-
-def _write_payload(env, payload) -> Path:
-    folder = env.tmp / "edited"
-    folder.mkdir()
-    torch.save(payload, folder / "model.pt")
-    return folder
-
-
-@case(FileNotFoundError, r"`path` '.*gone': no sthinge model")
-def load_missing_folder(env):
-    return env.tmp, lambda: st.tl.HingeModel.load(env.tmp / "gone")
-
-
-@case(ValueError, r"model\.pt' is truncated or not a valid PyTorch file")
-def load_truncated_model(env):
-    file = env.model_dir / "model.pt"
-    file.write_bytes(file.read_bytes()[: file.stat().st_size // 3])
-    return env.model_dir, lambda: st.tl.HingeModel.load(env.model_dir)
-
-
-@case(ValueError, r"model\.pt' is empty")
-def load_empty_model_file(env):
-    (env.model_dir / "model.pt").write_bytes(b"")
-    return env.model_dir, lambda: st.tl.HingeModel.load(env.model_dir)
-
-
-@case(ValueError, r"is not a sthinge model file \(missing \['state_dict'\]\)")
-def load_wrong_key_names(env):
-    payload = _payload(env)
-    payload["weights"] = payload.pop("state_dict")
-    folder = _write_payload(env, payload)
-    return folder, lambda: st.tl.HingeModel.load(folder)
-
-
-@case(ValueError, r"weight 'cond_embed\.\S+' has shape \[7, \d+\], the model expects \[\d+, \d+\]")
-def load_shape_mismatch(env):
-    payload = _payload(env)
-    name = next(k for k, v in payload["state_dict"].items() if k.startswith("cond_embed") and v.ndim == 2)
-    payload["state_dict"][name] = torch.zeros(7, payload["state_dict"][name].shape[1])
-    folder = _write_payload(env, payload)
-    return folder, lambda: st.tl.HingeModel.load(folder)
-
-
-@case(ValueError, r"holds unexpected weights: \['not_a_layer\.weight'\]")
-def load_unexpected_weight(env):
-    payload = _payload(env)
-    payload["state_dict"]["not_a_layer.weight"] = torch.zeros(2)
-    folder = _write_payload(env, payload)
-    return folder, lambda: st.tl.HingeModel.load(folder)
-
-
-@case(FileExistsError, r"`path` '.*model' exists; pass `overwrite=True`")
-def save_without_overwrite(env):
-    return env.model_dir, lambda: env.model.save(env.model_dir, overwrite=False)
-
-
-@case(ValueError, r"`device` must be one of .*got 0.5")
-def load_device_wrong_type(env):
-    return env.model_dir, lambda: st.tl.HingeModel.load(env.model_dir, device=0.5)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# io: CellFM backbones
-# ---------------------------------------------------------------------------------------------------------------
-def _backbone_file(env, name="backbone.pt") -> Path:
-    from sthinge.io import save_cellfm
-    from sthinge.models import CellFM
-
-    torch.manual_seed(0)
-    return save_cellfm(CellFM.from_preset("tiny"), env.tmp / name)
-
-
-@case(FileNotFoundError, r"CellFM checkpoint '.*absent\.ckpt' does not exist")
-def cellfm_missing_file(env):
-    from sthinge.io import load_cellfm
-
-    return env.tmp, lambda: load_cellfm(env.tmp / "absent.ckpt")
-
-
-@case(ValueError, r"backbone\.pt' is truncated or not a valid PyTorch file")
-def cellfm_truncated_file(env):
-    from sthinge.io import load_cellfm
-
-    path = _backbone_file(env)
-    path.write_bytes(path.read_bytes()[:-4000])
-    return path, lambda: load_cellfm(path)
-
-
-@case(ValueError, r"no 'gene_emb' tensor, so this is not a CellFM checkpoint")
-def cellfm_wrong_key_names(env):
-    from sthinge.io import load_cellfm
-
-    path = env.tmp / "renamed.pt"
-    torch.save({"embedding.weight": torch.zeros(8, 4), "encoder.0.w": torch.zeros(2)}, path)
-    return path, lambda: load_cellfm(path)
-
-
-@case(ValueError, r"Unknown preset 'cellfm-1b'")
-def cellfm_unknown_preset(env):
-    from sthinge.io import load_cellfm
-
-    path = _backbone_file(env)
-    return path, lambda: load_cellfm(path, preset="cellfm-1b")
-
-
-@case(ValueError, r"does not match preset 'cellfm-80m': width 64 \(file\) vs 1536 \(preset\)")
-def cellfm_preset_mismatch(env):
-    from sthinge.io import load_cellfm
-
-    path = _backbone_file(env)
-    return path, lambda: load_cellfm(path, preset="cellfm-80m")
-
-
-@case(ValueError, r"1 tensor\(s\) have the wrong shape: gene_emb \[\d+, 32\] \(file\) vs \[\d+, 64\] \(model\)")
-def cellfm_shape_mismatch(env):
-    from sthinge.io import load_cellfm, safe_torch_load
-
-    path = _backbone_file(env)
-    payload = safe_torch_load(path)
-    payload["state_dict"]["gene_emb"] = payload["state_dict"]["gene_emb"][:, :32].clone()
-    torch.save(payload, path)
-    return path, lambda: load_cellfm(path)
-
-
-@case(ValueError, r"`format` must be 'pt', 'ckpt' or 'safetensors', got 'onnx'")
-def save_cellfm_unknown_format(env):
-    from sthinge.io import save_cellfm
-    from sthinge.models import CellFM
-
-    net = CellFM.from_preset("tiny")
-    return net, lambda: save_cellfm(net, env.tmp / "b.onnx", format="onnx")
+# (HingeModel.save / load and the io of CellFM backbones: see test_bad_model_files.py)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -883,12 +738,3 @@ def test_embed_accepts_uint8_and_float_images(env):
     st.pp.embed_histology(b)
     np.testing.assert_array_equal(a.obsm["X_he-stats"], b.obsm["X_he-stats"])
 
-
-def test_load_accepts_str_and_path(env):
-    from sthinge.io import load_cellfm
-
-    path = _backbone_file(env)
-    a, b = load_cellfm(path), load_cellfm(str(path))
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    m1, m2 = st.tl.HingeModel.load(env.model_dir), st.tl.HingeModel.load(str(env.model_dir / "model.pt"))
-    assert m1.genes == m2.genes == env.model.genes

@@ -342,7 +342,7 @@ def test_own_format_records_any_vocabulary_and_numerics(tmp_path):
     model = CellFM(config)
     _randomise(model)
     for fmt in ("pt", "ckpt"):
-        path = save_cellfm(model, tmp_path / "own.bin", format=fmt)
+        path = save_cellfm(model, tmp_path / "own.bin", format=fmt, overwrite=True)
         m = load_cellfm(path)
         assert m.config == config and m.config.n_emb_rows == 16
         _assert_same_module(m, model)

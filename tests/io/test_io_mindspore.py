@@ -370,7 +370,7 @@ def test_writer_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(_mindspore, "_value_header", failing_header)
     with pytest.raises(OSError, match="disk full"):
-        write_mindspore_ckpt(tmp_path / "a.ckpt", {"x": np.zeros(3), "y": np.zeros(2)})
+        write_mindspore_ckpt(tmp_path / "a.ckpt", {"x": np.zeros(3), "y": np.zeros(2)}, overwrite=True)
     assert (tmp_path / "a.ckpt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
 

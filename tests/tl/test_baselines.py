@@ -116,11 +116,11 @@ def test_predict_baseline_embedding_mismatch():
     sdata = _linear_sdata()
     model = fit_baseline(sdata, method="ridge", embedding_key=EMB)
     table = sdata.tables[K.TABLE_KEY]
+    with pytest.raises(ValueError, match="key_added"):
+        predict_baseline(sdata, model, key_added=K.TABLE_KEY)
     table.obsm[EMB] = table.obsm[EMB][:, :3]
     with pytest.raises(ValueError, match="features"):
         predict_baseline(sdata, model)
-    with pytest.raises(ValueError, match="key_added"):
-        predict_baseline(sdata, model, key_added=K.TABLE_KEY)
     assert set(sdata.tables) == {K.TABLE_KEY}
 
 

@@ -259,7 +259,7 @@ def test_default_backbone_reuses_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(_pretrain, "pretrain_her2st", lambda **kw: calls.append(kw))
     path = _pretrain.default_backbone_path()
     assert path.parent == st.settings.cachedir / "backbones" and path.suffix == ".pt"
-    assert _pretrain.default_backbone() == path and calls == [{"save": path}]  # absent: built
+    assert _pretrain.default_backbone() == path and calls == [{"save": path, "overwrite": True}]  # absent: built
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")
     assert _pretrain.default_backbone() == path and len(calls) == 1  # present: reused

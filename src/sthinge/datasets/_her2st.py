@@ -62,6 +62,9 @@ def _locate(sections: Sequence[str], path: str | os.PathLike | None) -> Path:
         logg.info(f"Her2ST files for {list(sections)} not found under STHINGE_DATA_DIR={settings.datadir}.")
     cache = settings.cachedir / "her2st"
     if not _has_files(cache, sections):
+        from sthinge._utils import _check_writable_dir
+
+        _check_writable_dir("settings.cachedir (STHINGE_CACHE_DIR)", cache)  # before downloading anything
         _download(sections, cache)
     return cache
 

@@ -489,7 +489,9 @@ def _format_of(path: Path, format: str | None) -> str:
     return format
 
 
-def save_cellfm(model: CellFM, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
+def save_cellfm(
+    model: CellFM, path: str | os.PathLike[str], *, format: str | None = None, overwrite: bool = False
+) -> Path:
     """Save a CellFM backbone with its configuration, so that :func:`load_cellfm` reloads it without arguments.
 
     Parameters
@@ -505,15 +507,24 @@ def save_cellfm(model: CellFM, path: str | os.PathLike[str], *, format: str | No
         ``"sthinge_config"``; MindSpore itself can read the weights) or ``"safetensors"`` (config in the header
         metadata; needs the optional ``safetensors`` package). Default: from the suffix (``.ckpt``,
         ``.safetensors``), else ``"pt"``.
+    overwrite
+        Whether an existing file at ``path`` may be replaced (an existing folder never is).
 
     Returns
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False, or if it is a folder.
     """
     import torch
 
-    path = Path(os.fspath(path))
+    from sthinge._utils import _check_output_path
+
+    path = _check_output_path("path", path, overwrite=overwrite, kind="file")
     format = _format_of(path, format)
     config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **dataclasses.asdict(model.config)}
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -524,7 +535,7 @@ def save_cellfm(model: CellFM, path: str | os.PathLike[str], *, format: str | No
         layernorms = {name for name, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
         tensors: dict[str, Any] = {_port_to_ms(k, layernorms): v for k, v in state.items()}
         tensors[CONFIG_TAG] = json.dumps(config)
-        write_mindspore_ckpt(path, tensors)
+        write_mindspore_ckpt(path, tensors, overwrite=overwrite)
     else:
         try:
             from safetensors.torch import save_file

@@ -521,6 +521,7 @@ def write_mindspore_ckpt(
     *,
     chunk_bytes: int | None = None,
     crc: bool = False,
+    overwrite: bool = False,
 ) -> None:
     """Write tensors as a MindSpore ``.ckpt`` file, without MindSpore.
 
@@ -542,6 +543,9 @@ def write_mindspore_ckpt(
     crc
         Append the ``crc_num`` trailer (CRC32 of the file), as newer MindSpore versions do with
         ``crc_check=True``.
+    overwrite
+        Replace an existing file at ``path``; without it, an existing file is a ``FileExistsError`` raised before
+        anything is written.
 
     Raises
     ------
@@ -550,6 +554,9 @@ def write_mindspore_ckpt(
     ValueError
         If ``tensors`` is empty or ``chunk_bytes`` is not positive.
     """
+    from sthinge._utils import _check_output_path
+
+    _check_output_path("path", path, overwrite=overwrite)
     if chunk_bytes is None:
         chunk_bytes = SLICE_BYTES
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:

@@ -101,5 +101,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """
     import torch
 
-    with atomic_write(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: the archive inside is then always named "archive", not after the temporary file, so
+    # the same object gives the same bytes (and the same sha256)
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)

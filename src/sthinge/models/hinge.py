@@ -394,7 +394,7 @@ class Hinge(nn.Module):
             h = block(h, c, key_mask if i < self.n_masked_layers else 1.0, self.len_scale)
         return self.final_layer(h[:, 1:], c)
 
-    def save(self, path: str | os.PathLike, *, var_names: list[str] | None = None) -> None:
+    def save(self, path: str | os.PathLike, *, var_names: list[str] | None = None, overwrite: bool = False) -> None:
         """Write a sthinge model file ``{"state_dict", "config", "var_names", "version"}`` (torch.save).
 
         Parameters
@@ -403,11 +403,16 @@ class Hinge(nn.Module):
             Destination.
         var_names
             Gene symbols of the panel, in model order (optional).
+        overwrite
+            Replace an existing file at ``path`` (atomically); without it, that is a ``FileExistsError``.
         """
         from dataclasses import asdict
 
+        from sthinge._utils import _check_output_path
         from sthinge._version import __version__
+        from sthinge.io._atomic import atomic_write
 
+        _check_output_path("path", path, overwrite=overwrite)
         if var_names is not None and len(var_names) != self.n_genes:
             raise ValueError(f"var_names has {len(var_names)} entries, the model {self.n_genes} genes")
         payload = {
@@ -416,7 +421,8 @@ class Hinge(nn.Module):
             "var_names": list(var_names) if var_names is not None else None,
             "version": __version__,
         }
-        torch.save(payload, path)
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:  # a file object: no temp name inside the archive
+            torch.save(payload, fh)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Hinge:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge.pl._utils import _doc, _finish
+from sthinge.pl._utils import _check_save, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -47,6 +47,7 @@ def coexpression(
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
     dpi: int = 100,
+    overwrite: bool = False,
     section_key: str = K.SECTION_KEY,
     table_key: str | None = None,
 ) -> Figure | None:
@@ -90,6 +91,7 @@ def coexpression(
 
     from sthinge.tl._evaluate import coexpression as _coexpression
 
+    _check_save(save, overwrite)
     co = _coexpression(data, pred_key=pred_key, genes=genes, section=section, method=method,
                        truth_layer=truth_layer, section_key=section_key, table_key=table_key)
     order = _cluster_order(co.truth.to_numpy()) if cluster else np.arange(len(co.genes))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sthinge.pl._utils import _as_list, _doc, _finish
+from sthinge.pl._utils import _as_list, _check_save, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -28,6 +28,7 @@ def history(
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
     dpi: int = 100,
+    overwrite: bool = False,
 ) -> Figure | None:
     """Plot the per-epoch training loss and validation metric of a model (``model.history``).
 
@@ -72,6 +73,7 @@ def history(
         unknown = [k for k in keys if k not in present]
         if unknown:
             raise KeyError(f"`keys` {unknown} not in the history; entries: {present}.")
+    _check_save(save, overwrite)
     epochs = np.array([h.get("epoch", i) for i, h in enumerate(hist)], dtype=float)
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize or (5.5, 3.8), constrained_layout=True)

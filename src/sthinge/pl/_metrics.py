@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from sthinge.pl._utils import _doc, _finish
+from sthinge.pl._utils import _check_save, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -29,6 +29,7 @@ def metrics(
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
     dpi: int = 100,
+    overwrite: bool = False,
 ) -> Figure | None:
     """Plot a metric per group (method) with one point per row (section), as in the paper's Fig. 2.
 
@@ -65,6 +66,8 @@ def metrics(
         raise TypeError(f"`table` must be a DataFrame of results, got {type(table).__name__}.")
     if kind not in ("box", "strip"):
         raise ValueError(f"`kind` must be one of ['box', 'strip'], got {kind!r}.")
+    if table.shape[0] == 0:
+        raise ValueError("`table` is empty (no rows): there is nothing to plot.")
     if metric not in table.columns:
         numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
         raise KeyError(f"`metric` {metric!r} is not a column of `table`; numeric columns: {numeric}.")
@@ -85,7 +88,14 @@ def metrics(
         unknown = [o for o in order if o not in present]
         if unknown:
             raise ValueError(f"`order` {unknown} not among the groups {present}.")
+        if not order:
+            raise ValueError(f"`order` is empty; give some of the groups {present}.")
     values = pd.to_numeric(frame[metric], errors="coerce")
+    shown = values[groups.isin(order)]
+    if not shown.notna().any():
+        raise ValueError(f"`table` column {metric!r} holds no numeric value in the groups {order} (all missing or "
+                         "not numbers): there is nothing to plot.")
+    _check_save(save, overwrite)
 
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize or (1.2 + 1.1 * len(order), 4.0), constrained_layout=True)

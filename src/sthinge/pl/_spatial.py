@@ -13,7 +13,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._logging import logg
 from sthinge._utils import _is_spatialdata, _resolve_table
-from sthinge.pl._utils import _as_list, _axes_grid, _doc, _finish
+from sthinge.pl._utils import _as_list, _axes_grid, _check_save, _doc, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -199,6 +199,7 @@ def spatial(
     save: str | os.PathLike | None = None,
     return_fig: bool = False,
     dpi: int = 100,
+    overwrite: bool = False,
     section_key: str = K.SECTION_KEY,
     table_key: str | None = None,
 ) -> Figure | None:
@@ -258,6 +259,7 @@ def spatial(
         raise ValueError(f"`size` must be a positive number, got {size!r}.")
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"`ncols` must be a positive integer, got {ncols!r}.")
+    _check_save(save, overwrite)
     source, values = _key_values(data, keys, genes, pred_key=pred_key, truth_layer=truth_layer, table_key=table_key)
 
     # ---- the section -----------------------------------------------------------------------------------------
@@ -277,6 +279,9 @@ def spatial(
     if K.SPATIAL_KEY not in source.obsm:
         raise KeyError(f"`data` has no obsm[{K.SPATIAL_KEY!r}] spot coordinates to draw.")
     xy = np.asarray(source.obsm[K.SPATIAL_KEY], dtype=np.float64)[sec_rows, :2]
+    from sthinge.pp._tiles import _check_finite
+
+    _check_finite(section, xy, source.obs_names[sec_rows], f"`obsm[{K.SPATIAL_KEY!r}]`")
     pos = np.full(source.n_obs, -1)
     pos[sec_rows] = np.arange(len(sec_rows))
     maps = {}

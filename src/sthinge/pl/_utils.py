@@ -15,7 +15,9 @@ _DOC_BLOCKS = {
     return_fig
         Return the figure.
     dpi
-        Resolution when saving.""",
+        Resolution when saving.
+    overwrite
+        Replace an existing file at ``save``; without it, an existing file is an error raised before drawing.""",
     "%(table_params)s": """section_key
         obs column naming each spot's section.
     table_key
@@ -64,6 +66,17 @@ def _finish(fig, *, save: str | os.PathLike | None, return_fig: bool, dpi: int |
         with _atomic_path(save) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return fig if return_fig else None
+
+
+def _check_save(save: str | os.PathLike | None, overwrite: bool = False) -> None:
+    """Check, before anything is drawn, that ``save`` can be written: an existing file only with ``overwrite``,
+    a folder that refuses writes fails now."""
+    if save is not None:
+        from sthinge._utils import _check_output_path
+
+        _check_output_path("save", save, overwrite=overwrite)
+    elif not isinstance(overwrite, bool):
+        raise TypeError(f"`overwrite` must be True or False, got {overwrite!r}.")
 
 
 def _as_list(name: str, value: Any) -> list[str]:

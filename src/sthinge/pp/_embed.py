@@ -10,7 +10,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg, progress
-from sthinge._utils import _check_float, _check_int, _is_spatialdata
+from sthinge._utils import _check_float, _check_int, _check_overwrite, _is_spatialdata
 from sthinge.pp import _encoders as E
 from sthinge.pp._common import _check_key, _section_labels, _table_for
 
@@ -72,6 +72,7 @@ def embed_histology(
     batch_size: int = 64,
     device: str = "auto",
     key_added: str | None = None,
+    overwrite: bool = False,
     num_workers: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -81,6 +82,10 @@ def embed_histology(
     pyramid level closest to (not coarser than) the encoder's input resolution, resampled (antialiased
     bilinear) to the encoder's input size, normalised as the encoder expects and embedded in streamed
     batches, so memory does not grow with the number of spots. Parts of a tile outside the image are white.
+    Pixel values are read by one rule, decided per image on its coarsest pyramid level before any work and
+    logged when it assumes something: uint8 as is, uint16 as 8-bit values if they stay within 0..255 (else the
+    full 16-bit range), floats as [0, 1] if they stay within 1 (else as 0..255); NaN, infinite, negative and
+    larger values are refused, never clipped (see the "Your data" page, :doc:`/data`).
 
     The physical scale of each section comes from, in order: ``mpp``; ``uns["sthinge_sections"][S]["mpp"]``;
     the spot diameter in µm (``spot_diameter_um`` or ``uns["sthinge_sections"][S]["spot_diameter_um"]``, 55 µm
@@ -127,7 +132,11 @@ def embed_histology(
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :attr:`sthinge.settings.device`).
     key_added
-        obsm key written; default ``f"X_{encoder}"`` (e.g. ``"X_he-stats"``, ``"X_uni+conch"``).
+        obsm key written; default ``f"X_{encoder}"`` (e.g. ``"X_he-stats"``, ``"X_uni+conch"``). Never
+        ``"spatial"`` (the coordinates).
+    overwrite
+        Replace an existing ``obsm[key_added]``; without it, an existing embedding of that name is an error
+        (raised before any work). Not needed with ``copy=True``.
     num_workers
         Background threads reading tiles ahead of the encoder (0 = read in the main thread).
     copy
@@ -139,7 +148,8 @@ def embed_histology(
 
     - ``obsm[key_added]``: float32 ``(n_spots, dim)`` embeddings;
     - ``uns[key_added]``: the settings — ``encoder``, ``weights``, ``dim``, ``tile_size_um``, ``input_size``,
-      ``mean``/``std``, per-section ``mpp``, ``mpp_source``, ``image`` and pyramid ``level``, and for
+      ``mean``/``std``, per-section ``mpp``, ``mpp_source``, ``image``, ``value_range`` (how the image's
+      values were read, e.g. ``"0-255 (float)"``) and pyramid ``level``, and for
       ``he-stats`` the ``feature_names``.
 
     Examples
@@ -188,6 +198,9 @@ def embed_histology(
     dev = settings.resolve_device(device)
 
     source, table = _table_for(data, table_key, copy)
+    if key_added == K.SPATIAL_KEY:
+        raise ValueError(f"`key_added` {key_added!r} names the spot coordinates `obsm['spatial']`; they are never "
+                         "replaced. Choose another name.")
     labels = _section_labels(source, section_key)
     if _is_spatialdata(data):
         groups = _tiles.groups_from_spatialdata(
@@ -198,6 +211,8 @@ def embed_histology(
             source, labels, image_key=image_key, mpp=mpp, spot_diameter_um=spot_diameter_um
         )
     encoders = _build_encoders(encoder, weights, input_size=input_size, transform=transform)
+    if not copy:  # after the argument checks, before any tile is read
+        _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key_added!r}]`", key_added in source.obsm, overwrite)
     for enc in encoders:
         enc.module.to(dev)
     window = tile_size_um * encoders[0].window_factor
@@ -251,6 +266,7 @@ def embed_histology(
         "mpp": {g.section: float(g.mpp) for g in groups},
         "mpp_source": {g.section: g.mpp_source for g in groups},
         "image": {g.section: g.image.name for g in groups},
+        "value_range": {g.section: g.image.value_range.label for g in groups},
         "level": {s: int(v) for s, v in levels.items()},
     }
     if settings_out["weights"] is None:

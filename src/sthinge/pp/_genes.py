@@ -9,7 +9,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_int
+from sthinge._utils import _check_int, _check_no_repeats
 from sthinge.pp._common import (
     _check_counts,
     _check_key,
@@ -84,6 +84,15 @@ def _mean_var(matrix) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(sq - mean * mean, 0.0)
 
 
+def _expressed(matrix) -> np.ndarray:
+    """Per column: does any row hold a nonzero value?"""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        return np.asarray(abs(sp.csr_matrix(matrix)).max(axis=0).toarray()).ravel() > 0
+    return (np.asarray(matrix) != 0).any(axis=0)
+
+
 def _top(values: np.ndarray, n: int) -> np.ndarray:
     """Indices of the ``n`` largest values; ties broken by position (deterministic)."""
     order = np.argsort(-values, kind="stable")
@@ -114,7 +123,8 @@ def select_genes(
 
     A gene is *measured* in a section if it is listed in ``var["sections"]`` (written by the sthinge dataset
     loaders, where a section's file lists the gene) or, for tables without that column, if it has a nonzero
-    count in at least one spot of the section.
+    count in at least one spot of the section. A gene without any expression on the training spots is never
+    selected (nothing could be learned about it), and naming one in ``genes`` is an error.
 
     Symbols are mapped to the vocabulary by: exact match; the user's ``aliases``; a small built-in table of
     renamed symbols (e.g. ``KIAA0101`` → ``PCLAF``, ``ATP5B`` → ``ATP5F1B``, ``SEPT7`` → ``SEPTIN7``,
@@ -162,7 +172,8 @@ def select_genes(
       gene id) when a CellFM vocabulary is used, else in the table's var order;
     - ``uns[f"{key_added}_params"]``: the parameters, the vocabulary symbols of the panel in the same order
       (``"symbols"``), the renames used (``"renamed"``) and the numbers of genes dropped at each step
-      (``"n_not_in_vocab"``, ``"n_duplicate"``, ``"n_absent"``, ``"n_not_top"``).
+      (``"n_not_in_vocab"``, ``"n_duplicate"``, ``"n_absent"``, ``"n_zero"`` (no expression on the training
+      spots), ``"n_not_top"``).
 
     Examples
     --------
@@ -195,11 +206,14 @@ def select_genes(
     else:
         if isinstance(train_sections, str) or not isinstance(train_sections, Sequence | np.ndarray):
             raise TypeError(f"`train_sections` must be a list of section names or None, got {train_sections!r}.")
-        train = list(dict.fromkeys(str(s) for s in train_sections))
+        train = [str(s) for s in train_sections]
+        if not train:
+            raise ValueError("`train_sections` is empty; give at least one section, or None for all.")
+        _check_no_repeats("train_sections", train)
         unknown = [s for s in train if s not in all_sections]
-        if unknown or not train:
+        if unknown:
             raise ValueError(
-                f"`train_sections` {unknown or train} not found in obs[{section_key!r}]; sections: {all_sections}."
+                f"`train_sections` {unknown} not found in obs[{section_key!r}]; sections: {all_sections}."
             )
 
     # symbols
@@ -232,6 +246,7 @@ def select_genes(
         v = _values(expr)
         if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
             raise ValueError(f"`layers[{layer_used!r}]` holds NaN or infinite values.")
+    expressed = _expressed(expr)  # genes with no expression on the training spots cannot be learned
 
     # 1. vocabulary
     n_input = source.n_vars
@@ -257,6 +272,8 @@ def select_genes(
     if genes is not None:
         if isinstance(genes, str) or not isinstance(genes, Sequence | np.ndarray):
             raise TypeError(f"`genes` must be a list of gene names or None, got {type(genes).__name__}.")
+        if not len(genes):
+            raise ValueError("`genes` is empty; give the genes of the panel, or None to select them.")
         names = source.var_names.astype(str).to_numpy()
         pos = {g: i for i, g in enumerate(names)}
         pos_sym = {g: i for i, g in enumerate(symbols)}
@@ -271,20 +288,30 @@ def select_genes(
         if dropped:
             logg.warning(f"{len(dropped)} gene(s) of `genes` are not in the {vocab_name} vocabulary: {dropped[:10]}.")
         chosen = idx[ok[idx]]
+        zero = [str(source.var_names[i]) for i in chosen if not expressed[i]]
+        if zero:
+            raise ValueError(
+                f"{len(zero)} gene(s) of `genes` have no expression on any training spot (`train_sections`), so "
+                f"they cannot be learned: {zero[:10]}. Leave them out of `genes`."
+            )
         n_absent = n_not_top = 0
-        n_not_in_vocab, n_dup = len(dropped), 0
+        n_not_in_vocab, n_dup, n_zero = len(dropped), 0, 0
         presence_rule = "explicit genes"
     else:
         # 2. measured in every training section
         full = source.X if source.X is not None else source.layers[layer_used]
         presence, presence_rule = _presence(source, full, labels, train)
         everywhere = presence.all(axis=0)
-        cand = np.flatnonzero(ok & everywhere)
+        n_zero = int((ok & everywhere & ~expressed).sum())
+        if n_zero:
+            logg.info(f"select_genes: {n_zero} gene(s) with no expression on the training spots are excluded.")
+        cand = np.flatnonzero(ok & everywhere & expressed)
         n_absent = int((ok & ~everywhere).sum())
         n_dup = int(duplicate.sum())
         if cand.size == 0:
             raise ValueError(
-                f"No gene is both in the {vocab_name} vocabulary and measured in every training section {train}."
+                f"No gene is in the {vocab_name} vocabulary, measured in every training section {train} and "
+                "expressed on their spots."
             )
         # 3. HMHVG: top n by mean AND top n by variance
         mean, var = _mean_var(expr[:, cand])
@@ -323,12 +350,14 @@ def select_genes(
         "n_not_in_vocab": int(n_not_in_vocab),
         "n_duplicate": int(n_dup),
         "n_absent": int(n_absent),
+        "n_zero": int(n_zero),
         "n_not_top": int(n_not_top),
         "n_genes": int(chosen.size),
     }
     logg.info(
         f"select_genes: {chosen.size} genes in the panel from {n_input}: dropped {n_not_in_vocab} not in the "
         f"{vocab_name} vocabulary ({len(renamed)} renamed to fit), {n_dup} duplicate, {n_absent} absent from some "
-        f"training section, {n_not_top} not in the top {n_top} by both mean and variance."
+        f"training section, {n_zero} without expression on the training spots, {n_not_top} not in the top {n_top} "
+        "by both mean and variance."
     )
     return table if copy else None

@@ -8,7 +8,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_float, _is_spatialdata
+from sthinge._utils import _check_float, _check_overwrite, _is_spatialdata
 from sthinge.pp._common import _check_bool, _check_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,6 +27,32 @@ def _image_mpp(sdata, image_key: str) -> float | None:
     return None
 
 
+def _check_element_names(sdata, *, key_added: str, table_key: str, overwrite) -> None:
+    """Where ``make_grid`` writes: no clash with an element of another type; an existing grid only with overwrite."""
+    elements = {"image": sdata.images, "labels": sdata.labels, "points": sdata.points, "shapes": sdata.shapes,
+                "table": sdata.tables}
+    for arg, name, own in (("key_added", key_added, "shapes"), ("table_key", table_key, "table")):
+        for kind, items in elements.items():
+            for existing in items:
+                if existing.lower() == name.lower() and not (kind == own and existing == name):
+                    raise ValueError(
+                        f"`{arg}` {name!r} is the name of the existing {kind} element {existing!r}: SpatialData "
+                        "element names are unique across images, labels, points, shapes and tables (and their "
+                        "case). Choose another name."
+                    )
+    for tname, table in sdata.tables.items():
+        region = (table.uns.get("spatialdata_attrs") or {}).get("region")
+        regions = [region] if isinstance(region, str) else list(region if region is not None else [])
+        if tname != table_key and key_added in regions:
+            raise ValueError(
+                f"`key_added` {key_added!r} names shapes that table {tname!r} annotates; replacing them would detach "
+                "that table from its spots. Choose another name."
+            )
+    _check_overwrite(f"`key_added` {key_added!r}: the shapes element {key_added!r}", key_added in sdata.shapes,
+                     overwrite)
+    _check_overwrite(f"`table_key` {table_key!r}: the table {table_key!r}", table_key in sdata.tables, overwrite)
+
+
 def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float, float]]:
     """Boolean tissue mask on a low-resolution level and its (fy, fx) factors relative to level 0.
 
@@ -35,6 +61,8 @@ def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
+    from sthinge.pp._tiles import to_uint8
+
     k = 0
     for i, a in enumerate(levels.arrays):
         k = i
@@ -42,7 +70,8 @@ def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float
             break
     fy, fx = levels.factors[k]
     rgb = np.asarray(levels.arrays[k].compute() if hasattr(levels.arrays[k], "compute") else levels.arrays[k])
-    rgb = rgb.astype(np.float32) * levels.scale / 255.0  # (3, y, x) in [0, 1]
+    # the values read by the one rule of sthinge.pp._tiles (refuses NaN / out-of-range values, never clips)
+    rgb = to_uint8(levels, rgb, f" on pyramid level {k}").astype(np.float32) / 255.0  # (3, y, x) in [0, 1]
     mx, mn = rgb.max(0), rgb.min(0)
     sat = (mx - mn) / np.maximum(mx, 1e-3)
     sat = ndimage.uniform_filter(sat, size=3)
@@ -71,6 +100,7 @@ def make_grid(
     section: str | None = None,
     key_added: str | None = None,
     table_key: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> SpatialData | None:
     """Lay pseudo-spots on a regular grid over the tissue of an H&E image that has no expression.
@@ -78,7 +108,8 @@ def make_grid(
     The result is a shapes element of circles and a table with zero genes in sthinge's layout, so that
     :func:`sthinge.pp.embed_histology` (and prediction) run on H&E-only slides. Tissue is found on a low-
     resolution pyramid level by an Otsu threshold on saturation, closing, removal of objects smaller than
-    four grid cells and hole filling.
+    four grid cells and hole filling. Pixel values are read by the same rule as in ``embed_histology`` (NaN,
+    negative or unreadable values are refused; see the "Your data" page, :doc:`/data`).
 
     Parameters
     ----------
@@ -98,9 +129,14 @@ def make_grid(
     section
         Section name written to ``obs["section"]``; default ``image_key`` without its ``"_image"`` suffix.
     key_added
-        Name of the shapes element; default ``f"{section}_grid"``.
+        Name of the shapes element written; default ``f"{section}_grid"``. It must not name an element of
+        another type (image, labels, points, table): SpatialData element names are unique across types.
     table_key
-        Name of the table; default ``f"{key_added}_table"`` (SpatialData element names must be unique).
+        Name of the table written; default ``f"{key_added}_table"``. It must not name an element of another type.
+    overwrite
+        Replace an existing shapes element ``key_added`` / table ``table_key`` (e.g. an earlier grid); without it
+        they are refused (before any work). Shapes that another table annotates are never replaced. Not needed with
+        ``copy=True``.
     copy
         Return a new SpatialData (the same image, the new shapes and table) instead of writing into ``data``.
 
@@ -136,6 +172,7 @@ def make_grid(
     if image_key not in data.images:
         raise KeyError(f"`image_key` {image_key!r} not found; images: {list(data.images.keys())}.")
     spacing_um = _check_float("spacing_um", spacing_um, low=0.0, low_open=True)
+    diameter_arg = "`spot_diameter_um`" + ("" if spot_diameter_um is not None else " (by default `spacing_um`)")
     spot_diameter_um = spacing_um if spot_diameter_um is None else _check_float(
         "spot_diameter_um", spot_diameter_um, low=0.0, low_open=True)
     tissue_only = _check_bool("tissue_only", tissue_only)
@@ -150,14 +187,29 @@ def make_grid(
     section = _check_key("section", section)
     key_added = _check_key("key_added", key_added, optional=True) or f"{section}{K.GRID_SUFFIX}"
     table_key = _check_key("table_key", table_key, optional=True) or f"{key_added}_table"
-    if table_key == key_added:
+    if table_key.lower() == key_added.lower():
         raise ValueError(f"`table_key` and `key_added` are both {key_added!r}; SpatialData needs distinct names.")
+    if copy:  # the new object holds the image, the shapes and the table
+        _check_bool("overwrite", overwrite)
+        for arg, name in (("key_added", key_added), ("table_key", table_key)):
+            if name.lower() == image_key.lower():
+                raise ValueError(f"`{arg}` {name!r} is the name of the image; SpatialData needs distinct names.")
+    else:
+        _check_element_names(data, key_added=key_added, table_key=table_key, overwrite=overwrite)
 
     levels = image_levels_from_element(image_key, data.images[image_key])
     h, w = levels.shape
     step = spacing_um / mpp
     if step < 1:
         raise ValueError(f"`spacing_um`={spacing_um} is below one pixel at `mpp`={mpp}.")
+    size_um = f"{w * mpp:.6g} x {h * mpp:.6g} µm (width x height at `mpp`={mpp:g})"
+    if step / 2 >= min(w, h):  # the first grid point lies half a spacing from the edge
+        raise ValueError(
+            f"`spacing_um`={spacing_um:g} is larger than the image {image_key!r}, {size_um}: no grid point fits. "
+            f"Use `spacing_um` below {2 * min(w, h) * mpp:.6g}."
+        )
+    if spot_diameter_um / mpp > max(w, h):
+        raise ValueError(f"{diameter_arg} {spot_diameter_um:g} µm is larger than the image {image_key!r}, {size_um}.")
     gx, gy = np.arange(step / 2, w, step), np.arange(step / 2, h, step)
     ix, iy = np.meshgrid(np.arange(len(gx)), np.arange(len(gy)))
     ix, iy = ix.ravel(), iy.ravel()
@@ -169,6 +221,15 @@ def make_grid(
         keep = mask[my, mx]
         xy, ix, iy = xy[keep], ix[keep], iy[keep]
     if len(xy) == 0:
+        raw, (fy, fx) = tissue_mask(levels, min_area_px0=0.0)
+        if raw.any():  # there is tissue, but the grid is too coarse for it
+            area = float(raw.sum()) * fy * fx * mpp * mpp / 1e6
+            raise ValueError(
+                f"`spacing_um`={spacing_um:g} is too large for the tissue of {image_key!r} (about {area:.3g} mm² in "
+                f"all; image {size_um}): pieces of tissue smaller than four grid cells ({4e-6 * spacing_um ** 2:.3g} "
+                "mm²) are ignored and no grid point falls on the rest. Use a smaller `spacing_um`, or "
+                "`tissue_only=False` to cover the whole image."
+            )
         raise ValueError(f"No tissue found in {image_key!r}; pass `tissue_only=False` to cover the whole image.")
 
     n = len(xy)
@@ -198,8 +259,8 @@ def make_grid(
     if copy:
         return SpatialData(images={image_key: data.images[image_key]}, shapes={key_added: shapes},
                            tables={table_key: table})
-    if key_added in data.shapes or table_key in data.tables:
-        logg.warning(f"make_grid: replacing the existing shapes {key_added!r} / table {table_key!r}.")
+    if key_added in data.shapes or table_key in data.tables:  # allowed by `overwrite=True` (checked above)
+        logg.info(f"make_grid: replacing the existing shapes {key_added!r} / table {table_key!r}.")
     data.shapes[key_added] = shapes
     data.tables[table_key] = table
     return None

@@ -8,7 +8,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_choice
+from sthinge._utils import _check_choice, _check_overwrite
 from sthinge.pp._common import _check_bool, _check_counts, _check_key, _get_matrix, _log1p_cp10k, _table_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +25,7 @@ def normalize(
     transform: Literal["log1p_cp10k", "log2_raw"] = "log1p_cp10k",
     layer: str | None = None,
     key_added: str = K.NORM_LAYER,
+    overwrite: bool = False,
     allow_non_integer: bool = False,
     table_key: str | None = None,
     copy: bool = False,
@@ -48,7 +49,10 @@ def normalize(
     layer
         Layer with the raw counts; ``None`` uses ``X``.
     key_added
-        Name of the layer written.
+        Name of the layer written; never the layer holding the counts.
+    overwrite
+        Replace an existing ``layers[key_added]``; without it, an existing layer of that name is an error
+        (raised before any work). Not needed with ``copy=True``.
     allow_non_integer
         Accept non-integer (but finite, non-negative) counts, e.g. ambient-corrected estimates. By default
         non-integer values are refused because they usually mean the data are already normalised.
@@ -80,6 +84,11 @@ def normalize(
     key_added = _check_key("key_added", key_added)
     allow_non_integer = _check_bool("allow_non_integer", allow_non_integer)
     source, table = _table_for(data, table_key, copy)
+    if layer is not None and key_added == layer:
+        raise ValueError(f"`key_added` {key_added!r} names the layer holding the counts (`layer`); it is never "
+                         "replaced. Choose another name.")
+    if not copy:
+        _check_overwrite(f"`key_added` {key_added!r}: `layers[{key_added!r}]`", key_added in source.layers, overwrite)
     if source.n_obs == 0 or source.n_vars == 0:
         what = "spots (the table has 0 rows)" if source.n_obs == 0 else "genes (the table has 0 columns)"
         raise ValueError(f"`data` has no {what}; nothing to normalise.")

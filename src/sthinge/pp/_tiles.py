@@ -16,6 +16,19 @@ from sthinge import _constants as K
 from sthinge._logging import logg
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
+_STATS_MAX_SIDE = 4096  # the value range of a single-level image larger than this is read on a strided subsample
+
+
+@dataclass(frozen=True)
+class ImageRange:
+    """How an image's values are read: grey level = ``round(value * scale)``, which must lie in 0..255.
+
+    Decided once per image by :func:`pixel_range` (the one rule; ``docs/data.md``), before anything is read.
+    """
+
+    scale: float  # 1 for 0..255 values, 255 for floats in [0, 1], 255 / 65535 for the full 16-bit range
+    label: str  # what was assumed, e.g. "0-255 (float)"; recorded in uns[key_added]["value_range"]
+    message: str | None = None  # logged at INFO when the reading is not a canonical form (uint8, float [0, 1])
 
 
 @dataclass
@@ -25,7 +38,12 @@ class ImageLevels:
     name: str
     arrays: list  # dask arrays (c, y, x), level 0 first
     factors: list[tuple[float, float]]  # (fy, fx) of each level relative to level 0
-    scale: float = 1.0  # multiply values by this to get 0..255 (1 for uint8, 255 for floats in [0, 1])
+    value_range: ImageRange = ImageRange(1.0, "0-255 (uint8)")  # how values map to grey levels 0..255
+
+    @property
+    def scale(self) -> float:
+        """Multiply values by this to get 0..255 (1 for uint8, 255 for floats in [0, 1])."""
+        return self.value_range.scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,18 +81,159 @@ def _as_cyx(arr, dims) -> Any:
     raise ValueError(f"Image has {n_c} channels; expected an RGB (3 or 4 channel) or grayscale image.")
 
 
-def _value_scale(dtype, name: str = "") -> float:
+# ---------------------------------------------------------------------------------------------------------
+# pixel values: one rule for every reader of an image (docs/data.md, "Image values")
+# ---------------------------------------------------------------------------------------------------------
+_HALF = 0.5  # values within half a grey level of 0..255 round into it: rounded, never clipped
+
+
+def _check_dtype(name: str, dtype) -> np.dtype:
     dtype = np.dtype(dtype)
-    if not (np.issubdtype(dtype, np.floating) or dtype in (np.uint8, np.uint16)):
+    if dtype == np.bool_ or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise TypeError(
-            f"The image (`image_key`) {name!r} has dtype {dtype}; expected uint8, uint16 or float (values in [0, 1]). "
-            "Convert it first, e.g. with `.astype(np.uint8)` for values in 0..255."
+            f"The image (`image_key`) {name!r} has dtype {dtype}; expected uint8, uint16 or float (values in [0, 1] "
+            "or 0..255), or another integer type holding 0..255. Convert it first, e.g. with "
+            "`.astype(np.uint8) * 255` for a boolean mask."
         )
+    return dtype
+
+
+def _nonfinite_error(name: str, n_nan: int, n_inf: int, where: str) -> ValueError:
+    what = " and ".join(p for p in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} infinite" if n_inf else "") if p)
+    return ValueError(
+        f"The image (`image_key`) {name!r} holds {what} pixel value(s){where}; sthinge does not guess what a "
+        "missing pixel is. Replace them first, e.g. with white background: `np.nan_to_num(image, nan=1.0, "
+        "posinf=1.0, neginf=0.0)` for floats in [0, 1] (`nan=255.0, posinf=255.0` for 0..255 values)."
+    )
+
+
+def _negative_error(name: str, dtype, vmin: float, where: str) -> ValueError:
+    return ValueError(
+        f"The image (`image_key`) {name!r} ({dtype}) holds negative values (min {vmin:g}){where}; pixel values "
+        "must be >= 0 and are never clipped silently. Rescale it to [0, 1] or 0..255 first (or clip it yourself, "
+        "e.g. `np.clip(image, 0, None)`, if the negatives are noise)."
+    )
+
+
+def pixel_range(name: str, dtype, vmin: float | None = None, vmax: float | None = None, *, n_nan: int = 0,
+                n_inf: int = 0, where: str = "") -> ImageRange:
+    """The one rule for reading an image's values, from its dtype and its observed (finite) min and max.
+
+    - uint8: as is;
+    - uint16: max <= 255: 8-bit values as is; else the full 16-bit range, 0..65535 -> 0..255;
+    - other integer types: values in 0..255 as is; else refused;
+    - float: max <= 1: [0, 1] (times 255); 1 < max <= 255: 0..255 values as is; max > 255: refused;
+    - NaN, infinite or negative values: refused (``ValueError``); bool, complex, ...: ``TypeError``.
+
+    Tolerance: a value within half a grey level of the range (it rounds into 0..255) is in range. Every
+    reading other than uint8 and float [0, 1] carries a ``message`` saying what was assumed.
+    ``vmin``/``vmax`` are needed for every dtype but uint8; ``where`` ends the error messages.
+    """
+    dtype = _check_dtype(name, dtype)
+    if dtype == np.uint8:
+        return ImageRange(1.0, "0-255 (uint8)")
+    if n_nan or n_inf:
+        raise _nonfinite_error(name, n_nan, n_inf, where)
+    vmin, vmax = float(vmin), float(vmax)
     if np.issubdtype(dtype, np.floating):
-        return 255.0
+        if vmax * 255.0 < 255.0 + _HALF:
+            rng = ImageRange(255.0, "0-1 (float)")
+        elif vmax < 255.0 + _HALF:
+            rng = ImageRange(1.0, "0-255 (float)", (
+                f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max > 1), read as 0..255 grey levels, "
+                "not as [0, 1]."))
+        else:
+            rng = None
+        if vmin * (rng.scale if rng else 1.0) < -_HALF:
+            raise _negative_error(name, dtype, vmin, where)
+        if rng is not None:
+            return rng
+        raise ValueError(
+            f"The image (`image_key`) {name!r} ({dtype}) holds values {vmin:g}..{vmax:g}{where}: floats are read "
+            "as [0, 1] or 0..255, and sthinge will not guess another scale. Convert it first, e.g. "
+            "`image / 65535` for 16-bit values, or `(image - lo) / (hi - lo)` to map your range onto [0, 1]."
+        )
+    if vmin < 0:
+        raise _negative_error(name, dtype, vmin, where)
+    if vmax <= 255:
+        label = "0-255 (uint16, 8-bit values)" if dtype == np.uint16 else f"0-255 ({dtype})"
+        return ImageRange(1.0, label, (
+            f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max <= 255), read as 8-bit grey levels "
+            "0..255 as they are."))
     if dtype == np.uint16:
-        return 255.0 / 65535.0
-    return 1.0
+        return ImageRange(255.0 / 65535.0, "0-65535 (uint16)", (
+            f"image {name!r}: uint16 with values {vmin:g}..{vmax:g} (max > 255), read as 16-bit: 0..65535 "
+            "scaled to 0..255."))
+    raise ValueError(
+        f"The image (`image_key`) {name!r} ({dtype}) holds values {vmin:g}..{vmax:g}{where}: integer images other "
+        "than uint16 must hold 8-bit values 0..255. Convert it first, e.g. `image.astype(np.uint16)` for 16-bit "
+        "values or `image / image.max()` for floats in [0, 1]."
+    )
+
+
+def image_range(name: str, arrays: list) -> ImageRange:
+    """Decide :func:`pixel_range` on the coarsest level of ``arrays`` (cheap) and log what was assumed.
+
+    A single-level image larger than 4096 px is read on a strided subsample; the tiles actually read are checked
+    again (:func:`to_uint8`), so a NaN or an out-of-range value missed here still raises the same error.
+    """
+    import dask.array as da
+
+    arr = arrays[-1]
+    dtype = _check_dtype(name, arr.dtype)
+    if dtype == np.uint8:
+        return pixel_range(name, dtype)
+    if arr.size == 0:
+        raise ValueError(f"The image (`image_key`) {name!r} is empty (shape {tuple(arr.shape)}).")
+    where = f" on its coarsest pyramid level ({arr.shape[2]} x {arr.shape[1]} px)" if len(arrays) > 1 else ""
+    step = -(-max(arr.shape[1:]) // _STATS_MAX_SIDE)
+    if step > 1:
+        arr = arr[:, ::step, ::step]
+    if np.issubdtype(dtype, np.floating):
+        n_nan, n_inf, vmin, vmax = da.compute(da.isnan(arr).sum(), da.isinf(arr).sum(), arr.min(), arr.max())
+    else:
+        n_nan = n_inf = 0
+        vmin, vmax = da.compute(arr.min(), arr.max())
+    rng = pixel_range(name, dtype, vmin, vmax, n_nan=int(n_nan), n_inf=int(n_inf), where=where)
+    if rng.message:
+        logg.info(rng.message)
+    return rng
+
+
+def to_uint8(image: ImageLevels, block, where: str = "") -> np.ndarray:
+    """Grey levels (uint8) of a block read from ``image``, by its :class:`ImageRange`.
+
+    NaN or infinite values and values outside the decided range (e.g. on a finer level than the one the
+    range was decided on) raise the same errors as :func:`pixel_range`; nothing is clipped silently.
+    """
+    block = np.asarray(block)
+    if block.dtype == np.uint8:
+        return block
+    if block.size == 0:
+        return block.astype(np.uint8)
+    name, rng = image.name, image.value_range
+    if np.issubdtype(block.dtype, np.floating):
+        n_nan, n_inf = int(np.isnan(block).sum()), int(np.isinf(block).sum())
+        if n_nan or n_inf:
+            raise _nonfinite_error(name, n_nan, n_inf, where)
+        v = block.astype(np.float32) * rng.scale
+        low, high = -_HALF, 255.0 + _HALF
+    elif rng.scale == 1.0:
+        v, low, high = block, 0, 255
+    else:  # the full 16-bit range: exact integer rounding of value * 255 / 65535
+        return ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    vmin, vmax = v.min(), v.max()
+    if vmin < low:
+        raise _negative_error(name, block.dtype, float(block.min()), where)
+    if vmax > high or (vmax == high and v is not block):  # a float at 255.5 would round to 256
+        raise ValueError(
+            f"The image (`image_key`) {name!r} ({block.dtype}) holds values up to {float(block.max()):g}{where}, "
+            f"beyond the range {rng.label!r} decided on its coarsest pyramid level; sthinge does not clip silently. "
+            "Convert it explicitly first (to uint8, or to floats in [0, 1]); see the 'Your data' page."
+        )
+    if v is block:
+        return block.astype(np.uint8)
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
 
 
 def image_levels_from_element(name: str, element) -> ImageLevels:
@@ -91,7 +250,7 @@ def image_levels_from_element(name: str, element) -> ImageLevels:
             arrays.append(_as_cyx(ds[var].data, ds[var].dims))
     h0, w0 = arrays[0].shape[1:]
     factors = [(h0 / a.shape[1], w0 / a.shape[2]) for a in arrays]
-    return ImageLevels(name=name, arrays=arrays, factors=factors, scale=_value_scale(arrays[0].dtype, name))
+    return ImageLevels(name=name, arrays=arrays, factors=factors, value_range=image_range(name, arrays))
 
 
 def image_levels_from_array(name: str, array: np.ndarray) -> ImageLevels:
@@ -108,9 +267,9 @@ def image_levels_from_array(name: str, array: np.ndarray) -> ImageLevels:
             f"The image (`image_key`) {name!r} has shape {array.shape}, channels first; expected (y, x, c) as in "
             "scanpy's layout: store `np.moveaxis(image, 0, -1)` instead."
         )
-    scale = _value_scale(array.dtype, name)
+    _check_dtype(name, array.dtype)
     arr = _as_cyx(da.from_array(array, chunks=(2048, 2048, -1)), ("y", "x", "c"))
-    return ImageLevels(name=name, arrays=[arr], factors=[(1.0, 1.0)], scale=scale)
+    return ImageLevels(name=name, arrays=[arr], factors=[(1.0, 1.0)], value_range=image_range(name, [arr]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -181,6 +340,26 @@ def _resolve_mpp(section, region, *, mpp, meta, unit_scale, radius, spot_diamete
     )
 
 
+def _check_finite(group_name: str, xy: np.ndarray, obs_names, where: str) -> None:
+    """Refuse spots whose coordinates (in ``where``, e.g. "`obsm['spatial']`") are NaN or infinite."""
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} spot(s) of section {group_name!r} have NaN or infinite coordinates in {where}, e.g. "
+            f"{list(np.asarray(obs_names)[bad][:5])}; fix their coordinates or drop these spots first."
+        )
+
+
+def _check_unique_obs_names(table) -> None:
+    """Refuse a table whose spot ids repeat: results are matched to spots by these names downstream."""
+    if not table.obs_names.is_unique:
+        dup = list(dict.fromkeys(table.obs_names[table.obs_names.duplicated()].astype(str)))
+        raise ValueError(
+            f"The table's `obs_names` (spot ids) are not unique: {len(dup)} repeated, e.g. {dup[:5]}; their "
+            "embeddings could not be told apart downstream. Call `.obs_names_make_unique()` first."
+        )
+
+
 def _check_inside(group_name: str, centres: np.ndarray, shape: tuple[int, int], obs_names) -> None:
     h, w = shape
     bad = ~np.isfinite(centres).all(axis=1)
@@ -195,6 +374,9 @@ def _check_inside(group_name: str, centres: np.ndarray, shape: tuple[int, int], 
 
 def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diameter_um) -> list[SpotGroup]:
     """One :class:`SpotGroup` per (section, shapes element) of a SpatialData table."""
+    import pandas as pd
+
+    _check_unique_obs_names(table)
     meta_all = table.uns.get(K.UNS_SECTIONS, {}) or {}
     attrs = table.uns.get("spatialdata_attrs", {}) or {}
     region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
@@ -203,7 +385,7 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
     )
     if isinstance(image_key, str) and image_key not in sdata.images:
         raise KeyError(f"`image_key` {image_key!r} not found; images: {list(sdata.images.keys())}.")
-    groups = []
+    groups, read = [], {}  # read: image name -> ImageLevels (its value range decided and logged once)
     keys = list(dict.fromkeys(zip(labels.tolist(), regions.tolist())))
     for section, region in keys:
         rows = np.flatnonzero((labels == section) & (regions == region))
@@ -242,14 +424,29 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
                 best = (cand, m)
         name, m = best
         if shapes is not None and instance_key in table.obs:
-            xy, radius = _shape_centres(shapes, table.obs[instance_key].to_numpy()[rows])
+            ids = table.obs[instance_key].to_numpy()[rows]
+            dup = pd.Index(ids)[pd.Index(ids).duplicated()].unique()
+            if len(dup):
+                raise ValueError(
+                    f"{len(dup)} instance id(s) of `obs[{instance_key!r}]` repeat within region {region!r} (section "
+                    f"{section!r}), e.g. {dup[:5].tolist()}: these spots would share one shape and one embedding. "
+                    "Give every spot its own shape."
+                )
+            if not shapes.index.is_unique:
+                raise ValueError(f"The shapes element {region!r} has repeated index values (instance ids), e.g. "
+                                 f"{shapes.index[shapes.index.duplicated()][:5].tolist()}; they must be unique.")
+            xy, radius = _shape_centres(shapes, ids)
+            _check_finite(section, xy, table.obs_names[rows], f"the shapes element {region!r}")
         else:
             if K.SPATIAL_KEY not in table.obsm:
                 raise KeyError(f"No shapes for section {section!r} and no `obsm[{K.SPATIAL_KEY!r}]` with spot centres.")
             xy, radius = np.asarray(table.obsm[K.SPATIAL_KEY], dtype=float)[rows, :2], None
+            _check_finite(section, xy, table.obs_names[rows], f"`obsm[{K.SPATIAL_KEY!r}]`")
             logg.debug(f"section {section!r}: spot centres from obsm['spatial'], taken as pixels of {name!r}.")
         centres = (np.c_[xy, np.ones(len(xy))] @ m.T)[:, :2]
-        levels = image_levels_from_element(name, sdata.images[name])
+        if name not in read:
+            read[name] = image_levels_from_element(name, sdata.images[name])
+        levels = read[name]
         _check_inside(section, centres, levels.shape, table.obs_names[rows])
         value, source = _resolve_mpp(
             section, region, mpp=mpp, meta=meta, unit_scale=_scale_of(m), radius=radius,
@@ -261,6 +458,7 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
 
 def groups_from_anndata(adata, labels, *, image_key, mpp, spot_diameter_um) -> list[SpotGroup]:
     """Spot groups of an AnnData in scanpy's Visium layout (``uns["spatial"][library_id]``)."""
+    _check_unique_obs_names(adata)
     spatial = adata.uns.get("spatial")
     libs = [k for k, v in spatial.items() if isinstance(v, Mapping) and v.get("images")] if isinstance(
         spatial, Mapping) else []
@@ -273,7 +471,7 @@ def groups_from_anndata(adata, labels, *, image_key, mpp, spot_diameter_um) -> l
         raise KeyError(f"`obsm[{K.SPATIAL_KEY!r}]` (spot centres in full-resolution pixels) is missing.")
     coords = np.asarray(adata.obsm[K.SPATIAL_KEY], dtype=float)[:, :2]
     meta_all = adata.uns.get(K.UNS_SECTIONS, {}) or {}
-    groups = []
+    groups, read = [], {}  # read: image name -> ImageLevels (its value range decided and logged once)
     for section in list(dict.fromkeys(labels.tolist())):
         rows = np.flatnonzero(labels == section)
         if section in libs:
@@ -290,8 +488,11 @@ def groups_from_anndata(adata, labels, *, image_key, mpp, spot_diameter_um) -> l
         if res not in images:
             raise KeyError(f"`image_key` {res!r} not in uns['spatial'][{lib!r}]['images'] ({list(images)}).")
         scalef = float(sf.get(f"tissue_{res}_scalef", 1.0))
+        _check_finite(section, coords[rows], adata.obs_names[rows], f"`obsm[{K.SPATIAL_KEY!r}]`")
         centres = coords[rows] * scalef
-        levels = image_levels_from_array(f"{lib}/{res}", images[res])
+        if f"{lib}/{res}" not in read:
+            read[f"{lib}/{res}"] = image_levels_from_array(f"{lib}/{res}", images[res])
+        levels = read[f"{lib}/{res}"]
         _check_inside(section, centres, levels.shape, adata.obs_names[rows])
         meta = meta_all.get(section) if isinstance(meta_all, Mapping) else None
         radius = None
@@ -344,6 +545,7 @@ def iter_crops(
     h, w_img = arr.shape[1:]
     centres = group.centres / np.array([fx, fy])
     x0, y0, w = crop_box(centres, side0 / max(fx, fy))
+    where = f" in a tile of section {group.section!r} (pyramid level {level})"
 
     def read(idx: np.ndarray) -> np.ndarray:
         parts = []
@@ -354,9 +556,7 @@ def iter_crops(
         blocks = dask.compute(*parts, scheduler="threads")
         out = np.full((len(idx), 3, w, w), 255, dtype=np.uint8)
         for b, (i, block) in enumerate(zip(idx, blocks)):
-            block = np.asarray(block)
-            if image.scale != 1.0 or block.dtype != np.uint8:
-                block = np.clip(np.rint(block.astype(np.float32) * image.scale), 0, 255).astype(np.uint8)
+            block = to_uint8(image, block, where)
             ya, xa = max(y0[i], 0) - y0[i], max(x0[i], 0) - x0[i]
             out[b, :, ya : ya + block.shape[1], xa : xa + block.shape[2]] = block
         return out

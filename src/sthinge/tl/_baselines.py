@@ -271,6 +271,7 @@ def predict_baseline(
     sections: Sequence[str] | str | None = None,
     section_key: str = K.SECTION_KEY,
     key_added: str | None = None,
+    overwrite: bool = False,
     copy: bool = False,
     table_key: str | None = None,
 ) -> AnnData | None:
@@ -290,7 +291,10 @@ def predict_baseline(
     section_key
         obs column naming each spot's section.
     key_added
-        Name of the prediction (default: the method, e.g. ``"ridge"``).
+        Name of the prediction (default: the method, e.g. ``"ridge"``); never the table being read,
+        ``obsm["spatial"]`` or the input embedding.
+    overwrite
+        Replace an existing prediction of the same name; without it, that is an error raised before any work.
     copy
         Return the prediction table instead of writing it into ``data``.
     table_key
@@ -317,7 +321,7 @@ def predict_baseline(
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
     rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
-                                   model.embedding_key, model.cond_dim)
+                                   model.embedding_key, model.cond_dim, overwrite)
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
     std = np.full_like(mean, np.nan)

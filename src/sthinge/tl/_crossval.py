@@ -12,7 +12,7 @@ import pandas as pd
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_choice, _check_int, _resolve_table
+from sthinge._utils import _check_choice, _check_int, _check_no_repeats, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -22,7 +22,7 @@ _METHODS = ("hinge", "ridge", "mlp", "knn")
 _CV_KEY = "sthinge_cv"
 # arguments cross_validate sets itself in each fold
 _RESERVED_FIT = ("embedding_key", "train_sections", "section_key", "layer", "genes_key", "table_key", "method")
-_RESERVED_PREDICT = ("sections", "section_key", "key_added", "copy", "table_key")
+_RESERVED_PREDICT = ("sections", "section_key", "key_added", "copy", "table_key", "overwrite")
 
 
 @dataclass(eq=False)
@@ -54,13 +54,20 @@ def _folds(folds: Any, sections: list[str]) -> list[tuple[str, list[str]]]:
         raise TypeError(f"`folds` must be 'leave-one-section-out' or a non-empty list of sections, got {folds!r}.")
     out = []
     for f in folds:
+        if not isinstance(f, str) and not isinstance(f, Sequence):
+            raise TypeError(f"`folds` entries must be a section or a list of sections, got {f!r}.")
         held = [str(f)] if isinstance(f, str) else [str(s) for s in f]
+        if not held:
+            raise ValueError("`folds` holds an empty fold; every fold holds out at least one section.")
+        _check_no_repeats("folds", held, "held-out section")
         unknown = [s for s in held if s not in sections]
-        if unknown or not held:
-            raise ValueError(f"`folds`: held-out section(s) {unknown or held} not among the sections {sections}.")
+        if unknown:
+            raise ValueError(f"`folds`: held-out section(s) {unknown} not among the sections {sections}.")
         if len(held) == len(sections):
             raise ValueError(f"`folds`: fold {held} holds out every section; nothing is left to train on.")
         out.append(("+".join(held), held))
+    # a section held out twice would be fitted and scored twice, and counted twice in every summary
+    _check_no_repeats("folds", [s for _, held in out for s in held], "held-out section")
     return out
 
 
@@ -176,6 +183,7 @@ def cross_validate(
         use = present
     else:
         use = [str(s) for s in ([sections] if isinstance(sections, str) else sections)]
+        _check_no_repeats("sections", use)
         unknown = [s for s in use if s not in present]
         if unknown:
             raise ValueError(f"`sections` {unknown} not found in obs[{section_key!r}]; available: {present}.")
@@ -205,13 +213,13 @@ def cross_validate(
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             predict(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, seed=seed,
-                    **predict_kwargs)
+                    overwrite=True, **predict_kwargs)  # `work` is cross_validate's own copy
         else:
             model = fit_baseline(work, method=method, embedding_key=embedding_key, layer=layer, train_sections=train,
                                  section_key=section_key, seed=seed, **fit_kwargs)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
-            predict_baseline(work, model, sections=held, section_key=section_key, key_added=_CV_KEY)
+            predict_baseline(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, overwrite=True)
         pred_s = time.perf_counter() - start
         summary, genes_df = _evaluate_tables(
             work, pred_key=_CV_KEY, truth_layer=layer, genes=None, by=section_key, metrics=metrics,

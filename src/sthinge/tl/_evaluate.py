@@ -163,6 +163,8 @@ def _load_prediction(
                 f"(e.g. {list(pred.obs_names[rows < 0][:3])}); pass `table_key=` naming the table it was predicted "
                 "from."
             )
+        if pred.n_obs == 0:
+            raise ValueError(f"The prediction table {pred_key!r} (`pred_key`) holds no spot.")
         pred_genes = [str(g) for g in pred.var_names]
         mean = _dense(pred.layers[pred_key] if pred_key in pred.layers else pred.X).astype(np.float64)
         std = _dense(pred.layers[std_key]).astype(np.float64) if std_key in pred.layers else None
@@ -286,6 +288,13 @@ def _steps_from_coords(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer lattice indices of spot centres given in pixels (square or hexagonal spot arrays)."""
     from scipy.spatial import cKDTree
 
+    bad = ~np.isfinite(xy).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"`obsm[{K.SPATIAL_KEY!r}]` holds NaN or infinite coordinates for {int(bad.sum())} predicted spot(s); the "
+            "SSIM needs the spot positions (or obs['array_x'] / obs['array_y']): fix them, or leave 'ssim' out of "
+            "`metrics`."
+        )
     if len(xy) < 2:
         return np.zeros(len(xy), int), np.zeros(len(xy), int)
     dist, _ = cKDTree(xy).query(xy, k=2)
@@ -657,6 +666,8 @@ def coexpression(
     """
     _check_choice("method", method, ("pearson", "spearman"))
     p = _load_prediction(data, pred_key, genes=genes, truth_layer=truth_layer, table_key=table_key)
+    if len(p.genes) < 2:
+        raise ValueError(f"`genes` must name at least two genes for a co-expression matrix; got {p.genes}.")
     idx = np.arange(len(p.rows))
     if section is not None:
         labels = _labels(p.obs, section_key)
@@ -672,7 +683,8 @@ def coexpression(
     dropped = [g for g, b in zip(p.genes, bad) if b]
     keep = np.flatnonzero(~bad)
     if keep.size < 2:
-        raise ValueError(f"Co-expression needs at least two genes that vary in truth and prediction; got {keep.size}.")
+        raise ValueError(f"Co-expression needs at least two genes that vary across the {idx.size} spot(s) in truth and "
+                         f"prediction; got {keep.size} of the {len(p.genes)} `genes`.")
     if dropped:
         logg.warning(f"coexpression: {len(dropped)} constant gene(s) left out: {dropped[:10]}.")
     kept = [p.genes[i] for i in keep]

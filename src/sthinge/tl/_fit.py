@@ -19,6 +19,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg, quiet_lightning
+from sthinge._settings import check_accelerator
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
 _PRECISIONS = (None, "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true")
@@ -422,6 +423,25 @@ def _check_resume_checkpoint(last: Path) -> None:
         )
 
 
+def _check_checkpoint_dir(checkpoint_dir, *, resume: bool, overwrite) -> None:
+    """Before any work: ``checkpoint_dir`` can be written, and a ``last.ckpt`` of another fit there is never
+    replaced unless ``resume`` (continue from it) or ``overwrite`` (start afresh over it)."""
+    from sthinge._utils import _check_overwrite, _check_writable_dir
+
+    if not isinstance(resume, bool):
+        raise TypeError(f"`resume` must be True or False, got {resume!r}.")
+    if checkpoint_dir is None:
+        _check_overwrite("", False, overwrite)  # type check of `overwrite` only
+        return
+    if not isinstance(checkpoint_dir, str | os.PathLike):
+        raise TypeError(f"`checkpoint_dir` must be a path, got {type(checkpoint_dir).__name__}.")
+    last = Path(checkpoint_dir).expanduser() / "last.ckpt"
+    if not resume:
+        _check_overwrite(f"`checkpoint_dir` {str(checkpoint_dir)!r}: the checkpoint {str(last)!r} of an earlier fit",
+                         last.exists(), overwrite, flag="resume=True` to continue from it, or `overwrite=True")
+    _check_writable_dir("checkpoint_dir", checkpoint_dir)
+
+
 def _last_good_note(checkpoint_dir: Path | None, history: list[dict[str, float]]) -> str:
     """Where the weights of the last completed epoch are, for the message of a diverged or interrupted fit."""
     if checkpoint_dir is None:
@@ -477,6 +497,7 @@ def fit(
     precision: str | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     table_key: str | None = None,
 ):
     """Train HINGE on the spots of ``data``: a frozen expression backbone adapted by SoftAdaLN to histology.
@@ -551,6 +572,9 @@ def fit(
         an uninterrupted fit, as long as the computations themselves are deterministic (on the CPU with the same
         number of threads; on a GPU only with deterministic kernels). With several devices (DDP) the checkpoint
         holds rank 0's generator states only, so resuming is not exact.
+    overwrite
+        Start afresh over the ``last.ckpt`` of an earlier fit in ``checkpoint_dir``. Without it (and without
+        ``resume``), an existing checkpoint is an error raised before any work: it is never replaced silently.
     table_key
         Table of a SpatialData object (default: ``"table"``).
 
@@ -601,8 +625,10 @@ def fit(
     _check_choice("val_metric", val_metric, _VAL_METRICS)
     _check_choice("loss_weight", loss_weight, ("revealed", "pi_t", "masked"))
     _check_choice("precision", precision, _PRECISIONS)
+    check_accelerator(accelerator, devices)
     if resume and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir` (where the checkpoints of the interrupted fit are).")
+    _check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
     if table.n_obs == 0:
         raise ValueError("`data` has no spots.")
     genes = _panel(table, genes_key)

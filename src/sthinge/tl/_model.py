@@ -24,6 +24,199 @@ def _sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# validation of a model file (everything checked before anything heavy is built)
+# ----------------------------------------------------------------------------------------------------------------
+_REQUIRED = ("state_dict", "config", "backbone_config", "var_names", "embedding_key", "cond_mean", "cond_std")
+
+
+def _check_backbone_argument(backbone: Any) -> Path | None:
+    """The ``backbone`` argument of :meth:`HingeModel.load`: None, or an existing file (checked always)."""
+    if backbone is None:
+        return None
+    if not isinstance(backbone, str | os.PathLike):
+        raise TypeError(f"`backbone` must be the path of a backbone file, got {type(backbone).__name__}.")
+    bpath = Path(backbone).expanduser()
+    if not bpath.exists():
+        raise FileNotFoundError(f"`backbone` {str(bpath)!r} does not exist.")
+    if bpath.is_dir():
+        raise IsADirectoryError(f"`backbone` {str(bpath)!r} is a folder; pass the backbone file inside it.")
+    return bpath
+
+
+def _is_number(x: Any) -> bool:
+    import numbers
+
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _vector(payload: dict, key: str, n: int, where: str) -> np.ndarray:
+    """``payload[key]`` as a finite float32 vector of length ``n`` (``cond_mean`` / ``cond_std``)."""
+    import torch
+
+    raw = payload[key]
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    try:
+        arr = np.asarray(raw)
+    except (TypeError, ValueError):  # pragma: no cover - ragged input
+        raise ValueError(f"{where}: field {key!r} must be a vector of numbers.") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{where}: field {key!r} must be a vector of numbers, got dtype {arr.dtype}.")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"{where}: field {key!r} has shape {list(arr.shape)}, but the model's embedding width "
+                         f"(config.cond_dim) is {n}.")
+    arr = arr.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ValueError(f"{where}: field {key!r} holds {bad.size} NaN or infinite value(s) (first at index "
+                         f"{int(bad[0])}).")
+    return arr
+
+
+def _str_list(payload: dict, key: str, where: str, *, default: Any = None) -> list[str]:
+    value = payload.get(key, default)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: field {key!r} must be a list of strings, got {type(value).__name__}.")
+    return list(value)
+
+
+def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
+    """Validate every field of a loaded model file; return them, cleaned. Errors name the file and the field."""
+    import torch
+
+    from sthinge._version import __version__
+    from sthinge.models import CellFMConfig, HingeConfig
+
+    where = repr(str(file))
+    if not isinstance(payload, dict):
+        raise ValueError(f"{where} is not a sthinge model file (it holds a {type(payload).__name__}).")
+    # ---- format first: a newer file may have other fields
+    written_by = payload.get("version", "unknown")
+    if "version" in payload and not isinstance(written_by, str):
+        raise ValueError(f"{where}: field 'version' must be a string, got {type(written_by).__name__}.")
+    if "format" not in payload:
+        raise ValueError(f"{where} is not a sthinge model file (missing ['format'], the format version).")
+    fmt = payload["format"]
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+        raise ValueError(f"{where}: field 'format' must be a positive integer (the format version), got {fmt!r}.")
+    if fmt > FORMAT_VERSION:
+        raise ValueError(
+            f"{where} was written by sthinge {written_by} (model format {fmt}), a newer format than this sthinge "
+            f"{__version__} reads (format {FORMAT_VERSION}); upgrade sthinge to load it."
+        )
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise ValueError(f"{where} is not a sthinge model file (missing {missing}).")
+    # ---- weights
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{where}: 'state_dict' must be a dict of tensors.")
+    for name, value in state.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            n_bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(f"{where}: weight {name!r} of 'state_dict' holds {n_bad} NaN or infinite value(s); the "
+                             "model file is corrupt.")
+    # ---- configurations
+    for key in ("config", "backbone_config"):
+        if not isinstance(payload[key], dict):
+            raise ValueError(f"{where}: field {key!r} must be a dict, got {type(payload[key]).__name__}.")
+    try:
+        config = HingeConfig(**payload["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where} holds an invalid model configuration (field 'config'): {err}") from None
+    try:
+        bconfig = CellFMConfig(**payload["backbone_config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where} holds an invalid model configuration (field 'backbone_config'): {err}") from None
+    # ---- where the backbone comes from
+    source = payload.get("backbone", {"kind": "weights"})
+    if not isinstance(source, dict) or source.get("kind") not in ("file", "weights"):
+        raise ValueError(f"{where}: field 'backbone' must be a dict with 'kind' 'file' or 'weights', got {source!r}.")
+    source = dict(source)
+    if source["kind"] == "file" and (not isinstance(source.get("path"), str) or not source["path"]
+                                     or not isinstance(source.get("sha256", ""), str)):
+        raise ValueError(f"{where}: field 'backbone' of a file-backed model needs a 'path' and a 'sha256' string, "
+                         f"got {source!r}.")
+    # ---- genes: names, symbols, ids
+    gene_ids = state.get("gg")
+    if gene_ids is None:
+        raise ValueError(f"{where} lacks the gene ids buffer 'gg' in 'state_dict'.")
+    if gene_ids.ndim != 1 or gene_ids.is_floating_point() or gene_ids.is_complex() or gene_ids.dtype == torch.bool:
+        raise ValueError(f"{where}: gene ids 'gg' must be a 1-d integer tensor, got {gene_ids.dtype} of shape "
+                         f"{list(gene_ids.shape)}.")
+    n_genes = int(gene_ids.numel())
+    if n_genes != config.n_genes:
+        raise ValueError(f"{where}: 'state_dict' holds {n_genes} gene ids 'gg', but field 'config' says n_genes="
+                         f"{config.n_genes}.")
+    if n_genes and (int(gene_ids.min()) < 1 or int(gene_ids.max()) > bconfig.vocab_size):
+        raise ValueError(f"{where}: gene ids 'gg' must lie in 1..{bconfig.vocab_size} (the backbone's vocabulary), "
+                         f"got {int(gene_ids.min())}..{int(gene_ids.max())}.")
+    var_names = _str_list(payload, "var_names", where)
+    empty = [i for i, g in enumerate(var_names) if not g.strip()]
+    if empty:
+        raise ValueError(f"{where}: field 'var_names' holds {len(empty)} empty name(s) (first at position {empty[0]}).")
+    seen: set[str] = set()
+    dups = sorted({g for g in var_names if g in seen or seen.add(g)})
+    if dups:
+        raise ValueError(f"{where}: field 'var_names' holds duplicated names {dups[:5]}"
+                         f"{' ...' if len(dups) > 5 else ''} ({len(dups)} in all); gene names must be unique.")
+    if len(var_names) != n_genes:
+        raise ValueError(f"{where}: field 'var_names' has {len(var_names)} names, but the model has {n_genes} gene "
+                         "ids 'gg'.")
+    symbols = _str_list(payload, "symbols", where, default=var_names)
+    if len(symbols) != n_genes:
+        raise ValueError(f"{where}: field 'symbols' has {len(symbols)} names, but the model has {n_genes} gene ids "
+                         "'gg'.")
+    _check_symbols(symbols, var_names, gene_ids, bconfig.vocab_size, where)
+    # ---- conditioning, and the rest
+    cond_mean = _vector(payload, "cond_mean", config.cond_dim, where)
+    cond_std = _vector(payload, "cond_std", config.cond_dim, where)
+    if (cond_std <= 0).any():
+        i = int(np.flatnonzero(cond_std <= 0)[0])
+        raise ValueError(f"{where}: field 'cond_std' must be > 0 everywhere (it divides the embeddings), got "
+                         f"{float(cond_std[i])} at index {i}.")
+    key = payload["embedding_key"]
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{where}: field 'embedding_key' must be a non-empty string, got {key!r}.")
+    layer = payload.get("layer")
+    if layer is not None and not isinstance(layer, str):
+        raise ValueError(f"{where}: field 'layer' must be a string or None, got {type(layer).__name__}.")
+    train_sections = _str_list(payload, "train_sections", where, default=[])
+    history = payload.get("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and all(isinstance(k, str) and _is_number(v) for k, v in h.items()) for h in history):
+        raise ValueError(f"{where}: field 'history' must be a list of dicts of numbers (one per epoch).")
+    transform = payload.get("transform", {})
+    if not isinstance(transform, dict) or not all(isinstance(k, str) for k in transform):
+        raise ValueError(f"{where}: field 'transform' must be a dict, got {type(transform).__name__}.")
+    return {"state": state, "config": config, "backbone_config": bconfig, "backbone": source,
+            "var_names": var_names, "symbols": symbols, "embedding_key": key, "cond_mean": cond_mean,
+            "cond_std": cond_std, "layer": layer, "transform": dict(transform), "history": list(history),
+            "train_sections": train_sections}
+
+
+def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_size: int, where: str) -> None:
+    """The vocabulary symbol of each gene must have the gene's id in 'gg' (as ``tl.fit`` built it).
+
+    Only for CellFM's vocabularies; symbols outside the vocabulary (a model built by hand) are not checked.
+    """
+    from sthinge._vocab import VOCAB_SIZES, cellfm_vocab
+
+    if vocab_size not in VOCAB_SIZES:
+        return
+    index = {g: i + 1 for i, g in enumerate(cellfm_vocab(vocab_size))}
+    ids = gene_ids.tolist()
+    wrong = [i for i, s in enumerate(symbols) if s in index and index[s] != ids[i]]
+    if wrong:
+        i = wrong[0]
+        raise ValueError(
+            f"{where}: field 'symbols' does not match the gene ids 'gg': {len(wrong)} gene(s) differ, e.g. gene "
+            f"{var_names[i]!r} (symbol {symbols[i]!r}) has CellFM id {index[symbols[i]]} but id {ids[i]} in the file."
+        )
+
+
 class HingeModel:
     """A HINGE model trained by :func:`sthinge.tl.fit`, ready for :func:`sthinge.tl.predict`.
 
@@ -63,6 +256,13 @@ class HingeModel:
         self.transform = dict(transform or {})
         self.history = list(history or [])
         self.train_sections = list(train_sections or [])
+        n_genes = int(module.config.n_genes)
+        for name, names in (("genes", self.genes), ("symbols", self.symbols)):
+            if len(names) != n_genes:
+                raise ValueError(f"`{name}` has {len(names)} names, but `module` predicts {n_genes} genes.")
+        for name, vec in (("cond_mean", self.cond_mean), ("cond_std", self.cond_std)):
+            if vec.shape != (cond_dim,):
+                raise ValueError(f"`{name}` must have shape ({cond_dim},) (the module's cond_dim), got {vec.shape}.")
 
     # ------------------------------------------------------------------------------------------------
     @property
@@ -96,28 +296,46 @@ class HingeModel:
         names = {n for n, p in self.module.named_parameters() if p.requires_grad}
         return names | {n for n, _ in self.module.named_buffers()}
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
-        """Save the model to the folder ``path`` (atomically: a crash leaves the previous folder or nothing).
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Save the model to the folder ``path``, as ``path/model.pt`` (written atomically).
 
         Parameters
         ----------
         path
-            Folder to write (created; replaced as a whole if it exists and ``overwrite``).
+            Folder to write (created if needed). An existing file is never replaced by the folder.
         overwrite
-            Whether an existing folder may be replaced.
+            Whether an existing folder that is not empty may be written to. Only its ``model.pt`` is then
+            replaced (atomically: a crash leaves the previous file); no other file in the folder is touched.
 
         Returns
         -------
         The folder written.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` is an existing file, or a folder that is not empty and ``overwrite`` is False, or if
+            ``path/model.pt`` is a folder.
+        PermissionError
+            If the folder cannot be written.
         """
         import torch
 
-        from sthinge._utils import _atomic_path
+        from sthinge._utils import _check_output_path, _probe_write
         from sthinge._version import __version__
+        from sthinge.io._atomic import atomic_write
 
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"`path` {str(path)!r} exists; pass `overwrite=True` to replace it.")
+        # ---- every check before any write ---------------------------------------------------------------
+        path = _check_output_path("path", path, overwrite=overwrite, kind="folder")
+        file = path / _MODEL_FILE
+        if file.is_dir():
+            raise FileExistsError(f"`path` {str(path)!r}: {str(file)!r} is a folder, not a model file; it is never "
+                                  "replaced. Choose another path.")
+        if path.is_dir():
+            try:
+                _probe_write(path)
+            except OSError as err:
+                raise PermissionError(f"`path` {str(path)!r} is not writable ({err.strerror or err}).") from None
         state = self.module.state_dict()
         keep = self._trainable_names() if self.backbone_source.get("kind") == "file" else set(state)
         payload = {
@@ -137,61 +355,72 @@ class HingeModel:
             "history": [{k: float(v) for k, v in h.items()} for h in self.history],
             "train_sections": list(self.train_sections),
         }
-        with _atomic_path(path) as tmp:
-            tmp.mkdir()
-            torch.save(payload, tmp / _MODEL_FILE)
+        created = [p for p in (path, *path.parents) if not p.exists()]  # folders made here, removed on failure
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            # through a file object: the archive inside is then always named "archive", not after the temporary
+            # file, so the same model gives the same bytes
+            with atomic_write(file) as tmp, open(tmp, "wb") as fh:
+                torch.save(payload, fh)
+        except BaseException:
+            for folder in created:  # innermost first; only if still empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
         logg.info(f"saved HINGE model to {path}")
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, backbone: str | os.PathLike | None = None, device: str | None = None):
-        """Load a model saved with :meth:`save`.
+        """Load a model saved with :meth:`save`, validating every field of the file first.
 
         Parameters
         ----------
         path
-            The folder written by :meth:`save`.
+            The folder written by :meth:`save` (or its ``model.pt``).
         backbone
-            Path of the backbone file, when it moved since training (its sha256 must still match).
+            Path of the backbone file, when it moved since training (its sha256 must still match). Only for models
+            whose backbone came from a file; a model that stores its own backbone weights refuses it.
         device
             Where to put the module (default: CPU).
 
         Returns
         -------
         The :class:`HingeModel`.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` holds no model, if ``backbone`` is given and does not exist, or if the model's backbone file
+            is missing.
+        ValueError
+            If the file is not a valid sthinge model (each message names the file and the field), was written by a
+            newer sthinge, or if ``backbone`` is given for a model that stores its own backbone weights.
         """
         import torch
 
         from sthinge._settings import settings
         from sthinge.io import safe_torch_load
-        from sthinge.models import CellFM, CellFMConfig, Hinge, HingeConfig
+        from sthinge.models import CellFM, Hinge
 
         dev = settings.resolve_device(device) if device is not None else None  # checked before any work
-        path = Path(path)
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"`path` must be a path, got {type(path).__name__}.")
+        path = Path(path).expanduser()
         file = path / _MODEL_FILE if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"`path` {str(path)!r}: no sthinge model there (expected the folder written by "
                                     "`save`).")
-        payload = safe_torch_load(file)
-        required = ("state_dict", "config", "backbone_config", "var_names", "embedding_key")
-        if not isinstance(payload, dict):
-            raise ValueError(f"{str(file)!r} is not a sthinge model file (it holds a {type(payload).__name__}).")
-        missing = [k for k in required if k not in payload]
-        if missing:
-            raise ValueError(f"{str(file)!r} is not a sthinge model file (missing {missing}).")
-        if not isinstance(payload["state_dict"], dict) or not all(
-                isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
-            raise ValueError(f"{str(file)!r}: 'state_dict' must be a dict of tensors.")
-        try:
-            config = HingeConfig(**payload["config"])
-            bconfig = CellFMConfig(**payload["backbone_config"])
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{str(file)!r} holds an invalid model configuration: {err}") from None
-        source = dict(payload.get("backbone", {"kind": "weights"}))
-        if source.get("kind") == "file":
+        given = _check_backbone_argument(backbone)
+        fields = _read_payload(safe_torch_load(file), file)  # every field checked before anything is built
+        config, bconfig = fields["config"], fields["backbone_config"]
+        source, state = fields["backbone"], fields["state"]
+        if source["kind"] == "file":
             from sthinge.io import load_cellfm
 
-            bpath = Path(backbone) if backbone is not None else Path(source["path"])
+            bpath = given if given is not None else Path(source["path"])
             if not bpath.exists():
                 raise FileNotFoundError(
                     f"The model's frozen backbone {str(bpath)!r} is missing; pass `backbone=` with its new location."
@@ -207,14 +436,16 @@ class HingeModel:
                 net = _rebuild(net, bconfig)
             source["path"] = str(bpath)
         else:
+            if given is not None:
+                raise ValueError(
+                    f"`backbone` does not apply: {str(file)!r} stores its own backbone weights, so the argument is "
+                    f"not used (it was {str(given)!r}). Call `load` without `backbone=`."
+                )
             with torch.device("meta"):
                 net = CellFM(bconfig)
             net = net.to_empty(device="cpu")
-        gene_ids = payload["state_dict"].get("gg")
-        if gene_ids is None:
-            raise ValueError(f"{str(file)!r} lacks the gene ids buffer 'gg'.")
+        gene_ids = state["gg"]
         module = Hinge(net, gene_ids, config)
-        state = payload["state_dict"]
         expected = set(module.state_dict())
         unexpected = sorted(set(state) - expected)
         if unexpected:
@@ -237,16 +468,16 @@ class HingeModel:
             module.to(dev)
         return cls(
             module,
-            genes=list(payload["var_names"]),
-            symbols=list(payload.get("symbols", payload["var_names"])),
-            embedding_key=str(payload["embedding_key"]),
-            cond_mean=np.asarray(payload["cond_mean"]),
-            cond_std=np.asarray(payload["cond_std"]),
+            genes=fields["var_names"],
+            symbols=fields["symbols"],
+            embedding_key=fields["embedding_key"],
+            cond_mean=fields["cond_mean"],
+            cond_std=fields["cond_std"],
             backbone_source=source,
-            layer=payload.get("layer"),
-            transform=payload.get("transform"),
-            history=payload.get("history"),
-            train_sections=payload.get("train_sections"),
+            layer=fields["layer"],
+            transform=fields["transform"],
+            history=fields["history"],
+            train_sections=fields["train_sections"],
         )
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from sthinge import _constants as K
 from sthinge._logging import logg, progress
-from sthinge._utils import _check_int, _is_spatialdata, _resolve_table
+from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _resolve_table
 
 _CHUNK = 4096  # spots per sampler call; fixed so that results do not depend on `batch_size`
 
@@ -46,6 +46,7 @@ def predict(
     compile: bool = False,  # noqa: A002 - the name torch users know
     return_samples: bool = False,
     key_added: str = K.PRED_KEY,
+    overwrite: bool = False,
     copy: bool = False,
     table_key: str | None = None,
 ):
@@ -87,9 +88,13 @@ def predict(
     return_samples
         Also store the individual samples.
     key_added
-        Name of the prediction.
+        Name of the prediction. It may never name the table being read, ``obsm["spatial"]`` or the model's
+        input embedding.
+    overwrite
+        Replace an existing prediction of the same name (``tables[key_added]``, or ``obsm[key_added]`` /
+        ``obsm[f"{key_added}_std"]`` for AnnData). Without it, an existing one is an error raised before any work.
     copy
-        Return the prediction table instead of writing it into ``data``.
+        Return the prediction table instead of writing it into ``data`` (``overwrite`` is then not needed).
     table_key
         Source table of a SpatialData object (default ``"table"``).
 
@@ -119,6 +124,7 @@ def predict(
     from sthinge.models import auto_batch_size, sample
 
     # ---- validation before any work -----------------------------------------------------------------------
+    dev = settings.resolve_device(device)  # an unavailable device fails before the model is loaded
     model = _as_model(model)
     table, source_key = _resolve_table(data, table_key)
     T = int(model.config.n_steps)
@@ -131,10 +137,9 @@ def predict(
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
     rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
-                                   model.embedding_key, model.cond_dim)
+                                   model.embedding_key, model.cond_dim, overwrite)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
-    dev = settings.resolve_device(device)
     if autocast is None:
         autocast = dev.type == "cuda"
     dtype = torch.bfloat16 if autocast else None
@@ -195,7 +200,37 @@ def predict(
     return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy, extra_obsm=extra)
 
 
-def _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key, embedding_key, cond_dim):
+def _check_prediction_keys(data, table, source_key, key_added: str, embedding_key: str, overwrite) -> None:
+    """Where a prediction named ``key_added`` would be written into ``data``: the one rule of every writer.
+
+    Never the table being read, the coordinates or the input embedding (not even with ``overwrite``); another
+    element of a SpatialData (image, shapes, ...) never; an existing prediction table / obsm key only with
+    ``overwrite=True``.
+    """
+    std_key = f"{key_added}{K.STD_SUFFIX}"
+    if _is_spatialdata(data):
+        if key_added == source_key:
+            raise ValueError(f"`key_added` {key_added!r} names the table being read (`table_key`); it is never "
+                             "replaced. Choose another name.")
+        for kind in ("images", "labels", "shapes", "points", "tables"):
+            for name in getattr(data, kind, {}):
+                if name.lower() == key_added.lower() and not (kind == "tables" and name == key_added):
+                    raise ValueError(f"`key_added` {key_added!r} names an existing {kind[:-1]} element {name!r} of "
+                                     "the SpatialData object (element names are unique across images, labels, "
+                                     "points, shapes and tables, and their case); choose another name.")
+        _check_overwrite(f"`key_added` {key_added!r}: table {key_added!r}", key_added in data.tables, overwrite)
+        return
+    protected = {K.SPATIAL_KEY: "the spot coordinates", embedding_key: "the model's input embedding"}
+    for key in (key_added, std_key):
+        if key in protected:
+            raise ValueError(f"`key_added` {key_added!r} would write `obsm[{key!r}]`, {protected[key]}; it is never "
+                             "replaced. Choose another name.")
+    for key in (key_added, std_key):
+        _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key!r}]`", key in table.obsm, overwrite)
+
+
+def _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key, embedding_key, cond_dim,
+                       overwrite=False):
     """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
 
     Returns the row indices to predict and the embedding array *without copying it* (checked chunk by chunk),
@@ -205,8 +240,8 @@ def _prediction_inputs(data, table, source_key, key_added, copy, sections, secti
 
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
-    if _is_spatialdata(data) and not copy and key_added == source_key:
-        raise ValueError(f"`key_added` {key_added!r} would overwrite the source table; choose another name.")
+    if not isinstance(copy, bool):
+        raise TypeError(f"`copy` must be True or False, got {copy!r}.")
     rows = _section_rows(table, sections, section_key, "sections")
     emb = _embedding_array(table, embedding_key)
     if emb.shape[1] != cond_dim:
@@ -217,6 +252,8 @@ def _prediction_inputs(data, table, source_key, key_added, copy, sections, secti
     for lo in range(0, len(rows), _CHUNK):
         if not np.isfinite(_rows_of(emb, rows[lo : lo + _CHUNK])).all():
             raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
+    if not copy:
+        _check_prediction_keys(data, table, source_key, key_added, embedding_key, overwrite)
     return rows, emb
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg, quiet_lightning
+from sthinge._settings import check_accelerator
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -436,6 +437,7 @@ def pretrain_backbone(
     presence_key: str | None = K.VAR_SECTIONS,
     val_fraction: float = 0.05,
     save: str | os.PathLike | None = None,
+    overwrite: bool = False,
     format: str = "pt",
     accelerator: str = "auto",
     devices: int | str = "auto",
@@ -496,6 +498,9 @@ def pretrain_backbone(
         Fraction of the spots held out for the validation loss (fixed masks, so epochs are comparable).
     save
         Checkpoint path. Default: ``settings.cachedir / "backbones" / f"{name}-{recipe hash}{suffix}"``.
+    overwrite
+        Replace an existing file at ``save``; without it, that is an error raised before training. (sthinge's own
+        cache, the default ``save``, is always rewritten.)
     format
         ``"pt"`` (default), ``"ckpt"`` (MindSpore) or ``"safetensors"``; see :func:`sthinge.io.save_cellfm`.
     accelerator, devices, precision
@@ -547,8 +552,10 @@ def pretrain_backbone(
     val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.5)
     _check_choice("format", format, tuple(_FORMATS))
     _check_choice("precision", precision, _PRECISIONS)
+    check_accelerator(accelerator, devices)
     if save is not None and not isinstance(save, str | os.PathLike):
         raise TypeError(f"`save` must be a path or None, got {type(save).__name__}.")
+    _check_save_target(save, overwrite=overwrite)  # an existing or unwritable destination fails now, not after training
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"`layer` must be a layer name or None, got {type(layer).__name__}.")
     tables = _tables(data, table_key)
@@ -635,7 +642,8 @@ def pretrain_backbone(
         save = settings.cachedir / "backbones" / f"{config.name}-{digest}{_FORMATS[format]}"
     path = Path(save)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_cellfm(model, path, format=format)
+    # checked before training: the cache is rewritten on purpose, a user's `save` only with `overwrite=True`
+    save_cellfm(model, path, format=format, overwrite=True)
     from sthinge._version import __version__
 
     info = {
@@ -665,6 +673,19 @@ def pretrain_backbone(
     return model
 
 
+def _check_save_target(save: str | os.PathLike | None, name: str = "save", *, overwrite: bool = True) -> None:
+    """Check before any work that the checkpoint can be written: ``save`` (an existing file only with
+    ``overwrite``), else the cache folder (not created)."""
+    from sthinge._settings import settings
+    from sthinge._utils import _check_output_path
+
+    if save is None:
+        _check_output_path("settings.cachedir (STHINGE_CACHE_DIR)", settings.cachedir / "backbones", overwrite=True,
+                           kind="folder")
+    else:
+        _check_output_path(name, save, overwrite=overwrite)
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -682,6 +703,7 @@ def her2st_pretraining_sections() -> list[str]:
 def pretrain_her2st(
     *,
     save: str | os.PathLike | None = None,
+    overwrite: bool = False,
     preset: str | CellFMConfig | None = None,
     max_epochs: int | None = None,
     path: str | os.PathLike | None = None,
@@ -696,6 +718,8 @@ def pretrain_her2st(
     ----------
     save
         Checkpoint path (default: the cache, see :func:`pretrain_backbone`).
+    overwrite
+        Replace an existing file at ``save`` (checked before any work).
     preset, max_epochs
         Override the recipe's backbone size and epochs.
     path
@@ -710,6 +734,7 @@ def pretrain_her2st(
     from sthinge.datasets import her2st
     from sthinge.pp import select_genes
 
+    _check_save_target(save, overwrite=overwrite)  # before reading (or downloading) Her2ST and training
     recipe = dict(HER2ST_RECIPE)
     n_top = recipe.pop("n_top")
     if preset is not None:
@@ -721,7 +746,7 @@ def pretrain_her2st(
     table = sdata.tables[K.TABLE_KEY]
     panel = select_genes(table, n_top=n_top, vocab="cellfm-80m", copy=True)
     genes = list(panel.uns[f"{K.GENES_KEY}_params"]["symbols"])
-    return pretrain_backbone(table, genes=genes, vocab="cellfm-80m", save=save, **recipe)
+    return pretrain_backbone(table, genes=genes, vocab="cellfm-80m", save=save, overwrite=overwrite, **recipe)
 
 
 def default_backbone_path() -> Path:
@@ -752,10 +777,13 @@ def default_backbone(*, path: str | os.PathLike | None = None, rebuild: bool = F
     -------
     Path of the checkpoint, for ``tl.fit(data, backbone=path)``.
     """
-    path = default_backbone_path() if path is None else Path(path)
+    default = path is None
+    path = default_backbone_path() if default else Path(path)
     if path.is_file() and not rebuild:
         logg.info(f"default_backbone: using the cached {path}.")
         return path
+    # the checkpoint is written after a long pre-training: refuse an unwritable destination now
+    _check_save_target(None if default else path, name="path")
     logg.info(f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}.")
-    pretrain_her2st(save=path)
+    pretrain_her2st(save=path, overwrite=True)  # absent, or `rebuild=True` asked for a new one
     return path

@@ -285,3 +285,30 @@ def test_her2st_sections_mark_unlisted_genes_missing(her2st_dir):
         expected = [s in listed.iloc[maps[0][g]].split(",") for g in panel]
         np.testing.assert_array_equal(present, expected)
     assert (~corpus.present).any()  # the two sections do not list the same genes
+
+
+def test_fit_with_the_default_backbone(monkeypatch, tmp_path):
+    """``tl.fit(backbone="default")`` uses the public ``tl.default_backbone()`` checkpoint, referenced by path."""
+    from sthinge.io import save_cellfm
+    from sthinge.models import CellFM
+    from sthinge.tl import _pretrain
+
+    torch.manual_seed(0)
+    net = CellFM.from_preset("tiny")
+    path = save_cellfm(net, tmp_path / "default.pt")
+    calls = []
+    monkeypatch.setattr(_pretrain, "default_backbone", lambda: calls.append(1) or path)
+    monkeypatch.setattr(st.settings, "verbosity", 0)
+    sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=12, seed=0)
+    st.pp.normalize(sdata)
+    st.pp.select_genes(sdata, n_top=12, vocab="cellfm-80m")
+    model = st.tl.fit(sdata, backbone="default", embedding_key="synthetic_factors", max_epochs=1, min_epochs=0,
+                      batch_size=8, seed=0)
+    assert calls == [1]
+    assert model.backbone_source["kind"] == "file" and model.backbone_source["path"] == str(path.resolve())
+    ref = net.state_dict()
+    emb = {k: v for k, v in model.module.state_dict().items() if k.startswith("gene_emb") and k in ref}
+    assert emb and all(torch.equal(v, ref[k]) for k, v in emb.items())  # the frozen embedding is that file's
+    with pytest.raises(ValueError, match="`weights` does not apply to `backbone='default'`"):
+        st.tl.fit(sdata, backbone="default", weights=path, embedding_key="synthetic_factors", max_epochs=1)
+    assert "default_backbone" in st.tl.__all__

@@ -6,13 +6,14 @@ from sthinge.tl._evaluate import Coexpression, coexpression, compare, evaluate
 from sthinge.tl._fit import fit
 from sthinge.tl._model import HingeModel
 from sthinge.tl._predict import predict
-from sthinge.tl._pretrain import pretrain_backbone
+from sthinge.tl._pretrain import default_backbone, pretrain_backbone
 
 __all__ = [
     "fit",
     "predict",
     "HingeModel",
     "pretrain_backbone",
+    "default_backbone",
     "evaluate",
     "coexpression",
     "compare",

@@ -51,12 +51,20 @@ def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
             raise FileNotFoundError(f"`weights` file {str(path)!r} not found.")
         net = load_cellfm(path, preset=backbone)
         return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path) if path.is_file() else ""}
+    if isinstance(backbone, str) and backbone == "default":
+        if weights is not None:
+            raise ValueError("`weights` does not apply to `backbone='default'` (sthinge's own pre-trained backbone).")
+        from sthinge.tl._pretrain import default_backbone
+
+        path = default_backbone()  # cached; pre-trained once on Her2ST (patients other than C) when absent
+        net = load_cellfm(path)
+        return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path)}
     if isinstance(backbone, str | os.PathLike):
         path = Path(backbone)
         if not path.exists():
             raise ValueError(
-                f"`backbone` must be a preset name ({sorted(PRESETS)}), a CellFM module or an existing checkpoint "
-                f"path; got {str(backbone)!r}."
+                f"`backbone` must be a preset name ({sorted(PRESETS)}), 'default', a CellFM module or an existing "
+                f"checkpoint path; got {str(backbone)!r}."
             )
         if weights is not None:
             raise ValueError("Pass either `backbone=<checkpoint path>` or `backbone=<preset>, weights=<path>`.")
@@ -516,7 +524,10 @@ def fit(
     backbone
         A preset name (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``) together with ``weights=``, a
         :class:`sthinge.models.CellFM`, or the path of a backbone checkpoint (CellFM ``.ckpt``/``.pt`` or one
-        written by sthinge). A preset without weights is randomly initialised (for tests only; a warning says so).
+        written by sthinge). ``"default"``: sthinge's own offline backbone (:func:`sthinge.tl.default_backbone`,
+        pre-trained once on the Her2ST sections of patients other than C and cached; the first call takes about
+        13 minutes on 2 CPU cores). A preset without weights is randomly initialised (for tests only; a warning
+        says so).
     weights
         Local weights file of the preset.
     config

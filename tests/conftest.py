@@ -35,6 +35,39 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     yield
 
 
+def _saved_settings():
+    """Save ``settings.verbosity``, ``device``, ``seed`` and ``datadir``; put them back afterwards (through the
+    properties, so the logger level follows the verbosity back)."""
+    from sthinge import settings
+
+    saved = settings.verbosity, settings.device, settings.seed, settings._datadir
+    yield
+    settings.verbosity, settings.device, settings.seed, settings._datadir = saved
+
+
+@pytest.fixture(autouse=True)
+def _restore_settings():
+    """Whatever a test sets the settings to is undone after it: no test depends on the order tests run in."""
+    yield from _saved_settings()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_settings_module():
+    """The same for module-scoped fixtures: their settings do not reach the next module."""
+    yield from _saved_settings()
+
+
+@pytest.fixture(scope="module")
+def quiet():
+    """Verbosity 1 (warnings only, no progress bars) for the rest of the module that asks for it (module-scoped
+    fixtures that train use it); the previous level comes back after the module."""
+    from sthinge import settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(settings, "verbosity", 1)
+        yield
+
+
 @pytest.fixture(scope="session")
 def _synthetic_session():
     import sthinge as st

@@ -151,6 +151,57 @@ class _Clock:
         self.last = now
 
 
+def _write_zarr(sdata: Any, path: Path) -> None:
+    """``sdata.write(path)``, with anndata's zarr v3 sharding chosen explicitly when the user has not chosen it.
+
+    Unless ``anndata.settings.auto_shard_zarr_v3`` is set (in Python or by its environment variable), the tables
+    are written unsharded, anndata's current default; left unset, anndata warns for every array it writes that the
+    default will change, which nobody running the demo can act on.
+    """
+    from contextlib import nullcontext
+
+    import anndata as ad
+
+    settings = getattr(ad, "settings", None)
+    unset = settings is not None and getattr(settings, "auto_shard_zarr_v3", False) is None
+    with settings.override(auto_shard_zarr_v3=False) if unset else nullcontext():
+        sdata.write(path)
+
+
+def _report_image(sdata, table, section: str, max_side: int = 4000) -> dict[str, Any]:
+    """The section's H&E for the report: the largest pyramid level with sides of at most ``max_side`` pixels, as
+    one image scaled back onto the spots' full-resolution pixels (``{}`` without an image)."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Scale
+
+    name = table.uns[K.UNS_SECTIONS].get(section, {}).get("image") or f"{section}{K.IMAGE_SUFFIX}"
+    if name not in sdata.images:
+        return {}
+    element = sdata.images[name]
+    if hasattr(element, "children"):  # multiscale: its levels, largest first
+        levels = sorted((next(iter(node.ds.data_vars.values())) for node in element.children.values()),
+                        key=lambda a: -a.sizes["y"] * a.sizes["x"])
+    else:
+        levels = [element]
+    full = levels[0]
+    level = next((a for a in levels if max(a.sizes["y"], a.sizes["x"]) <= max_side), levels[-1])
+    if level is full and not hasattr(element, "children"):
+        return {name: element}
+    scale = [full.sizes["y"] / level.sizes["y"], full.sizes["x"] / level.sizes["x"]]
+    return {name: Image2DModel.parse(level.data, dims=("c", "y", "x"), c_coords=list(level.coords["c"].values),
+                                     transformations={section: Scale(scale, axes=("y", "x"))})}
+
+
+def _pcc_note(metrics: pd.DataFrame, n_genes: int, section: str) -> str:
+    """A line for the summary where PCC-k is NaN: fewer than k genes of the panel have a PCC (e.g. PCC-200 of a
+    116-gene panel)."""
+    ks = [int(c[3:]) for c in ("pcc50", "pcc200") if c in metrics and metrics[c].isna().all()]
+    if not ks:
+        return ""
+    return (f"\n{' and '.join(f'PCC-{k}' for k in ks)}: NaN, since fewer than {min(ks)} of the panel's {n_genes} "
+            f"genes have a PCC on {section}; `pcc` is the mean PCC over all genes that have one.\n")
+
+
 def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join([df.index.name or ""] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
@@ -257,7 +308,7 @@ def run_demo(
             rows.append(res)
     metrics = pd.concat(rows).reset_index().rename(columns={"index": "section"})
     keep = [c for c in ("method", "rank_by", "section", "pcc50", "pcc50_n_genes", "pcc200", "pcc200_n_genes",
-                        "mse", "mae", "ssim", "unc_spearman", "coverage90") if c in metrics]
+                        "pcc", "pcc_n_genes", "mse", "mae", "ssim", "unc_spearman", "coverage90") if c in metrics]
     metrics = metrics[keep]
     clock("evaluated")
 
@@ -275,22 +326,29 @@ def run_demo(
         figs["spatial_ridge.png"] = st.pl.spatial(sdata, genes, keys=("truth", "ridge"), section=held_out,
                                                   return_fig=True)
         figs["coexpression.png"] = st.pl.coexpression(sdata, section=held_out, return_fig=True)
-        figs["history.png"] = st.pl.history(model, return_fig=True)
+        figs["history.png"] = st.pl.history(model, val_metric="mse", return_fig=True)  # tl.fit's default above
         import matplotlib.pyplot as plt
 
         for name, fig in figs.items():
             fig.savefig(tmp / name, dpi=100, bbox_inches="tight")
             plt.close(fig)
-        # predicted SpatialData (held-out spots, predictions and truth; images stay in the source data)
+        # predicted SpatialData: the held-out spots, their truth, both predictions and the H&E (downscaled), so
+        # `st.pl.spatial(sd.read_zarr(...), gene)` draws them over the image and `st.tl.evaluate` scores them
         from spatialdata import SpatialData
 
         shapes_key = table.uns[K.UNS_SECTIONS][held_out]["shapes"]
         truth = table[table.obs[K.SECTION_KEY] == held_out].copy()
         truth.uns["spatialdata_attrs"] = {**truth.uns["spatialdata_attrs"], "region": [shapes_key]}
-        SpatialData(
+        preds = {}
+        for key in (K.PRED_KEY, "ridge"):  # each names its truth: the table "truth" of this file
+            preds[key] = sdata.tables[key].copy()
+            preds[key].uns[key] = {**preds[key].uns[key], "source_table": "truth"}
+        predictions = SpatialData(
+            images=_report_image(sdata, table, held_out),
             shapes={shapes_key: sdata.shapes[shapes_key]},
-            tables={"truth": truth, K.PRED_KEY: sdata.tables[K.PRED_KEY], "ridge": sdata.tables["ridge"]},
-        ).write(tmp / "predictions.zarr")
+            tables={"truth": truth, **preds},
+        )
+        _write_zarr(predictions, tmp / "predictions.zarr")
         clock_lines = "\n".join(f"| {what} | {sec:.1f} |" for what, sec in clock.steps)
         hinge50 = float(main.loc["HINGE", "pcc50"])
         ridge50 = float(main.loc["ridge", "pcc50"])
@@ -304,6 +362,14 @@ def run_demo(
             f"## Metrics\n\n{_markdown_table(main)}\n\n## Time\n\n| step | seconds |\n|---|---|\n{clock_lines}\n\n"
             "Figures: `spatial.png`, `spatial_ridge.png`, `coexpression.png`, `history.png`; predictions: "
             "`predictions.zarr`.\n"
+            f"{_pcc_note(metrics, n_genes, held_out)}"
+            "\n## Use the predictions\n\n`predictions.zarr` holds the held-out spots, their measured expression "
+            "(table `truth`), the predictions (tables `sthinge`: mean in `X`, SD in `layers['sthinge_std']`; `ridge`: "
+            "mean only) and the section's H&E (at most 4000 pixels a side):\n\n```python\nimport spatialdata as sd\n"
+            f"import sthinge as st\n\nsdata = sd.read_zarr(\"predictions.zarr\")\nst.pl.spatial(sdata, "
+            f"\"{genes[0]}\")  # measured, predicted mean and SD over the H&E\nst.tl.evaluate(sdata)\n"
+            f"# squidpy: the tables hold no image, so draw the spots alone\n# sq.pl.spatial_scatter(sdata."
+            f"tables[\"sthinge\"], color=\"{genes[0]}\", shape=None)\n```\n"
         )
     total = time.perf_counter() - clock.start
     say(f"report written to {out} in {total:.1f} s: PCC-50 on {held_out}: HINGE {hinge50:.3f}, ridge {ridge50:.3f}")

@@ -45,6 +45,9 @@ class quiet_lightning:
         ".*no `val_dataloader`.*",
         ".*treespec.*LeafSpec.*",
         ".*limit_val_batches.*",
+        # HINGE's frozen backbone modules stay in eval mode on purpose; none of them (Linear, LayerNorm, retention,
+        # soft binning) behaves differently in training mode
+        r".*module\(s\) in eval mode at the start of training.*",
     )
 
     def __enter__(self):

@@ -1,6 +1,6 @@
 """The CellFM gene vocabularies shipped with sthinge (symbol-only, file order = CellFM id order).
 
-Gene id = 1 + position in the list; id 0 is padding (METHOD.md Part A §2). The lists are derived from
+Gene id = 1 + position in the list; id 0 is padding (see Method, :ref:`method-backbone`). The lists are derived from
 CellFM's ``expand_gene_info.csv`` (27,855 genes, 80M weights) and ``gene_info.csv`` (24,078 genes, 800M
 weights); ``scripts/make_vocab.py`` rebuilds them.
 """

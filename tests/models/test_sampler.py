@@ -90,32 +90,42 @@ def test_exact_masking_skips_steps_without_reveals(recording_model):
     assert all(c["x_t"].shape[0] == 4 for c in model.calls)
 
 
-@pytest.mark.parametrize(
-    ("n_genes", "d_model", "device", "expected"),
-    [
-        (200, 1536, "cpu", 16),  # the 800M width: 1.2 MB per row
-        (300, 128, "cpu", 32),  # cpu-small with a large panel
-        (116, 128, "cpu", 128),  # cpu-small, the demo's panel
-        (200, 64, "cpu", 128),  # tiny
-        (10, 64, "cpu", 256),  # the cap
-        (200, 1536, "cuda", 256),  # accelerators: always 256
-    ],
-)
-def test_auto_batch_size_keeps_cpu_token_tensors_small(n_genes, d_model, device, expected):
+def _stub(n_genes: int, d_model: int):
     from types import SimpleNamespace
 
+    return SimpleNamespace(n_genes=n_genes, backbone_config=SimpleNamespace(d_model=d_model))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_genes=st.integers(1, 30_000), d_model=st.integers(8, 4096), more_genes=st.integers(0, 5000),
+       wider=st.integers(0, 2048))
+def test_auto_batch_size_properties(n_genes, d_model, more_genes, wider):
+    """What callers rely on, not how it is computed: a power of two in [16, 256]; on a CPU the token tensor
+    (rows x (G + 1) x D float32) stays within CPU_TOKEN_BYTES unless already at the floor of 16 rows, and twice
+    as many rows would not; bigger models never get more rows; an accelerator never gets fewer rows than the CPU.
+    (That the *result* does not depend on the batch size: test_same_seed_same_samples_any_batch_size.)"""
     from sthinge.models.sampler import CPU_TOKEN_BYTES
 
-    stub = SimpleNamespace(n_genes=n_genes, backbone_config=SimpleNamespace(d_model=d_model))
-    rows = auto_batch_size(stub, device)
-    assert rows == expected
-    if device == "cpu" and 16 < rows < 256:  # the largest power of two that fits
-        assert rows * (n_genes + 1) * d_model * 4 <= CPU_TOKEN_BYTES < 2 * rows * (n_genes + 1) * d_model * 4
+    rows = auto_batch_size(_stub(n_genes, d_model), "cpu")
+    assert 16 <= rows <= 256 and rows & (rows - 1) == 0
+    token_bytes = (n_genes + 1) * d_model * 4
+    assert rows == 16 or rows * token_bytes <= CPU_TOKEN_BYTES
+    assert rows == 256 or 2 * rows * token_bytes > CPU_TOKEN_BYTES  # the largest that fits: no waste
+    assert auto_batch_size(_stub(n_genes + more_genes, d_model), "cpu") <= rows
+    assert auto_batch_size(_stub(n_genes, d_model + wider), "cpu") <= rows
+    assert auto_batch_size(_stub(n_genes, d_model), "cuda") >= rows
+
+
+def test_auto_batch_size_small_and_large_models():
+    # the two ends the docstring promises: the cap for small models, the floor at the 800M width (1536)
+    assert auto_batch_size(_stub(10, 64), "cpu") == 256
+    assert auto_batch_size(_stub(200, 1536), "cpu") == 16
 
 
 def test_auto_batch_size_reads_a_real_model_on_its_device(tiny_hinge):
-    # the sampler's default; that the result does not depend on it: test_same_seed_same_samples_any_batch_size
-    assert auto_batch_size(tiny_hinge) == 256  # a tiny test model on the CPU: the cap
+    # the sampler's default: the gene count and width of the model, on the device its parameters are on
+    stub = _stub(tiny_hinge.n_genes, tiny_hinge.backbone_config.d_model)
+    assert auto_batch_size(tiny_hinge) == auto_batch_size(stub, "cpu") == auto_batch_size(tiny_hinge, "cpu")
 
 
 def test_same_seed_same_samples_any_batch_size(tiny_hinge):

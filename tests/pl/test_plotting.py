@@ -22,12 +22,11 @@ def _close_figures():
 
 
 @pytest.fixture(scope="module")
-def predicted():
+def predicted(quiet):
     """Two small sections with images; a "sthinge" prediction (with std) of S2 from a ridge baseline."""
     from sthinge.pp._normalize import normalize
     from sthinge.tl._baselines import fit_baseline, predict_baseline
 
-    st.settings.verbosity = 1
     sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=6, seed=0)
     normalize(sdata)
     table = sdata.tables[K.TABLE_KEY]
@@ -47,7 +46,8 @@ def test_spatial_figure_image_and_save(predicted, tmp_path):
     fig = pl.spatial(sdata, gene, return_fig=True, save=out)
     assert isinstance(fig, Figure)
     axes = [a for a in fig.axes if a.get_title()]
-    assert [a.get_title() for a in axes] == [f"{gene}: truth", f"{gene}: sthinge", f"{gene}: sthinge_std"]
+    assert [a.get_title() for a in axes] == [f"{gene}: measured", f"{gene}: predicted mean", f"{gene}: predicted SD"]
+    assert fig.get_suptitle() == "Section S2"  # the section drawn
     # the H&E is drawn in full-resolution pixel coordinates, whatever level is shown
     image = sdata.images["S2_image"]
     H, W = image.sizes["y"], image.sizes["x"]
@@ -129,7 +129,7 @@ def test_history_plot(tmp_path):
     out = tmp_path / "h.png"
     fig = pl.history(hist, return_fig=True, save=out)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
-    assert labels == ["train_loss", "val"] and out.read_bytes()[:8] == PNG
+    assert labels == ["training loss", "validation MSE"] and out.read_bytes()[:8] == PNG
 
     class Model:
         history = hist
@@ -162,8 +162,23 @@ def test_spatial_multiscale_image_uses_a_lower_level(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["spatial", "coexpression", "metrics", "history"])
-def test_shared_docstring_blocks_are_filled(name):
-    doc = getattr(st.pl, name).__doc__
-    assert "%(" not in doc
-    for needed in ("    save\n", "    return_fig\n", "    dpi\n", "Returns\n    -------"):
-        assert needed in doc
+def test_shared_save_arguments(predicted, name, tmp_path):
+    """The arguments every plotting function documents in its shared block (save, return_fig, dpi, overwrite) do
+    what the block says, in each of them."""
+    from matplotlib.image import imread
+
+    hist = [{"epoch": float(i), "train_loss": 1 / (i + 1), "val": 1.2 / (i + 1)} for i in range(3)]
+    data = {"spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]), "coexpression": (predicted,),
+            "metrics": (_results(),), "history": (hist,)}[name]
+    plot = getattr(pl, name)
+    out = tmp_path / "fig.png"
+    assert plot(*data, save=out, dpi=40) is None  # return_fig=False (the default): nothing returned, file written
+    assert out.read_bytes()[:8] == PNG
+    small = imread(out).shape
+    with pytest.raises(FileExistsError, match="overwrite"):  # an existing file needs overwrite=True
+        plot(*data, save=out, dpi=80)
+    assert imread(out).shape == small
+    fig = plot(*data, save=out, dpi=80, overwrite=True, return_fig=True)
+    assert isinstance(fig, Figure)
+    big = imread(out).shape
+    assert big[0] > 1.5 * small[0] and big[1] > 1.5 * small[1]  # dpi: twice the resolution (tight bbox: not exact)

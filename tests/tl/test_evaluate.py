@@ -35,12 +35,12 @@ def _adata(truth, pred, *, std=None, samples=None, sections=None, width=None):
 
 def test_perfect_prediction():
     truth = np.random.default_rng(0).uniform(0, 5, size=(25, 4))
-    res = evaluate(_adata(truth, truth), metrics=["pcc50", "mse", "mae", "ssim", "pcc"])
+    res = evaluate(_adata(truth, truth), metrics=["pcc4", "mse", "mae", "ssim", "pcc"])
     row = res.loc["A"]
-    assert row["pcc50"] == pytest.approx(1.0) and row["pcc"] == pytest.approx(1.0)
+    assert row["pcc4"] == pytest.approx(1.0) and row["pcc"] == pytest.approx(1.0)
     assert row["mse"] == 0 and row["mae"] == 0
     assert row["ssim"] == pytest.approx(1.0, abs=1e-6)
-    assert row["pcc50_n_genes"] == 4 and row["n_spots"] == 25 and row["n_constant"] == 0
+    assert row["pcc4_n_genes"] == 4 and row["n_spots"] == 25 and row["n_constant"] == 0
     assert res.attrs["truth_layer"] == K.NORM_LAYER and res.attrs["rank_by"] == "variance"
     # no std: no uncertainty columns
     assert "unc_spearman" not in res.columns
@@ -69,14 +69,22 @@ def test_known_pcc_mse_mae_by_hand():
     assert summary.loc["A", "mae"] == pytest.approx(np.abs(err).mean())
 
 
-def test_pcc_k_with_fewer_genes_than_k():
+def test_pcc_k_with_fewer_genes_than_k(caplog):
+    """PCC-k is named for k genes: with fewer (PCC-200 of a 116-gene panel) it is NaN, with a note; "pcc" is all."""
     rng = np.random.default_rng(2)
     truth = rng.uniform(0, 4, size=(30, 3))
     pred = truth + rng.normal(0, 0.5, size=truth.shape)
-    res = evaluate(_adata(truth, pred), metrics=["pcc50", "pcc2"])
+    with caplog.at_level("INFO", logger="sthinge"):
+        res = evaluate(_adata(truth, pred), metrics=["pcc50", "pcc3", "pcc2", "pcc"])
     per = [np.corrcoef(truth[:, j], pred[:, j])[0, 1] for j in range(3)]
-    assert res.loc["A", "pcc50_n_genes"] == 3 and res.loc["A", "pcc2_n_genes"] == 2
-    assert res.loc["A", "pcc50"] == pytest.approx(np.mean(per))
+    assert np.isnan(res.loc["A", "pcc50"]) and res.loc["A", "pcc50_n_genes"] == 3  # how many there are
+    assert res.loc["A", "pcc3"] == pytest.approx(np.mean(per)) and res.loc["A", "pcc3_n_genes"] == 3
+    assert res.loc["A", "pcc2_n_genes"] == 2 and res.loc["A", "pcc"] == pytest.approx(np.mean(per))
+    notes = [r.getMessage() for r in caplog.records if "is NaN" in r.getMessage()]
+    assert len(notes) == 1 and "'pcc50'" in notes[0] and "'A' (3 genes)" in notes[0] and "pcc3" not in notes[0]
+    # the default metrics include the mean over all genes
+    default = evaluate(_adata(truth, pred))
+    assert np.isnan(default.loc["A", "pcc200"]) and default.loc["A", "pcc"] == pytest.approx(np.mean(per))
 
 
 def test_rank_by_variance_vs_pcc():
@@ -99,8 +107,9 @@ def test_constant_genes_are_excluded_and_counted():
     truth[:, 1] = 2.0
     pred = truth + rng.normal(0, 0.1, size=truth.shape)
     a = _adata(truth, pred)
-    res = evaluate(a, metrics=["pcc50", "ssim"])
-    assert res.loc["A", "n_constant"] == 1 and res.loc["A", "pcc50_n_genes"] == 2
+    res = evaluate(a, metrics=["pcc2", "pcc3", "ssim"])
+    assert res.loc["A", "n_constant"] == 1 and res.loc["A", "pcc2_n_genes"] == 2 and np.isfinite(res.loc["A", "pcc2"])
+    assert np.isnan(res.loc["A", "pcc3"]) and res.loc["A", "pcc3_n_genes"] == 2  # the constant gene has no PCC
     genes = evaluate(a, metrics=["pcc50", "ssim"], per_gene=True).set_index("gene")
     assert np.isnan(genes.loc["g1", "pcc"]) and np.isnan(genes.loc["g1", "ssim"])
     assert np.isfinite(genes.loc["g0", "pcc"])
@@ -165,9 +174,9 @@ def test_spatialdata_prediction_aligned_by_obs_names():
     truth, _ = _expression(table, None, genes, rows)
     _write_prediction(sdata, table, rows, truth, np.full_like(truth, np.nan), genes, "pred",
                       {"source_table": K.TABLE_KEY}, False)
-    res = evaluate(sdata, pred_key="pred", metrics=["pcc50", "mse", "ssim"])
+    res = evaluate(sdata, pred_key="pred", metrics=["pcc5", "mse", "ssim"])
     assert list(res.index) == ["S2"]
-    assert res.loc["S2", "pcc50"] == pytest.approx(1.0) and res.loc["S2", "mse"] == 0
+    assert res.loc["S2", "pcc5"] == pytest.approx(1.0) and res.loc["S2", "mse"] == 0
     assert res.loc["S2", "ssim"] == pytest.approx(1.0, abs=1e-6)
     sub = evaluate(sdata, pred_key="pred", genes=genes[:2], metrics=["pcc50"])
     assert sub.loc["S2", "pcc50_n_genes"] == 2

@@ -32,11 +32,10 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
+def pretrained(tmp_path_factory, quiet):
     """A tiny backbone pre-trained for 3 epochs on the panel of a prepared synthetic SpatialData."""
     from sthinge.pp import normalize, select_genes
 
-    st.settings.verbosity = 1
     sdata = st.datasets.synthetic(n_sections=3, n_spots=64, n_genes=24, seed=0)
     normalize(sdata)
     select_genes(sdata, n_top=24, vocab="cellfm-80m")

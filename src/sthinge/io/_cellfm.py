@@ -1,4 +1,4 @@
-"""Loading and saving CellFM backbones (METHOD.md Part A §1, §2, §5, §7, §8.16; Part C §1–2).
+"""Loading and saving CellFM backbones (see Method, :ref:`method-backbone` and :ref:`method-numerics`).
 
 Three kinds of file are read by :func:`load_cellfm`:
 
@@ -50,7 +50,7 @@ CONFIG_TAG = "sthinge_config"
 DEFAULT_N_HEADS = 48
 """CellFM's head count (both published sizes); no checkpoint stores it."""
 
-#: ``gene_emb`` rows -> vocabulary size (METHOD.md Part A §1–2).
+#: ``gene_emb`` rows -> vocabulary size (V + 1 rows rounded up to a multiple of 8; 24,078 genes: 800M, 27,855: 80M).
 VOCAB_OF_ROWS = {24_080: 24_078, 27_856: 27_855}
 
 #: Non-model entries of MindSpore training checkpoints (exact names).

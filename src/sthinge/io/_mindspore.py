@@ -1,4 +1,4 @@
-"""MindSpore ``.ckpt`` files read and written without MindSpore (METHOD.md Part A §7).
+"""MindSpore ``.ckpt`` files read and written without MindSpore.
 
 A ``.ckpt`` file is a protobuf ``Checkpoint`` message (proto2, schema ``checkpoint.proto``)::
 

@@ -1,10 +1,10 @@
 """CellFM, the frozen single-cell foundation model that HINGE retrofits.
 
-A faithful PyTorch re-implementation of CellFM (METHOD.md Part A §3): a gene-token transformer without
+A faithful PyTorch re-implementation of CellFM (see Method, :ref:`method-backbone`): a gene-token transformer without
 positions, whose layers are CellFM "retention" (non-causal linear attention with ReLU kernels, a per-head
 RMS normalisation and a SiLU output gate) and a bilinear gated unit, both in DeepNorm-style post-norm.
 
-The module's ``state_dict()`` keys are exactly the names of the official PyTorch port (METHOD.md Part A §5),
+The module's ``state_dict()`` keys are exactly the names of the official PyTorch port (``biomed-AI/CellFM-torch``),
 so a converted checkpoint loads with ``load_state_dict`` as is::
 
     gene_emb, cls_token, zero_emb, value_enc.mask_emb, value_enc.value_enc.{w1,w3,table}.weight,
@@ -12,7 +12,7 @@ so a converted checkpoint loads with ``load_state_dict`` as is::
     encoder.{i}.ffn.{u,v,o}_proj.weight, encoder.{i}.post_norm{1,2}.{weight,bias},
     value_dec.w1.weight, value_dec.w2.weight, cellwise_dec.map.weight
 
-Numerics (LeakyReLU slope, LayerNorm eps) are configuration (METHOD.md Part C §1): profile ``"cellfm"``
+Numerics (LeakyReLU slope, LayerNorm eps) are configuration (see Method, :ref:`method-numerics`): profile ``"cellfm"``
 (0.2, 1e-7, the original MindSpore model) and ``"hinge-official"`` (0.01, 1e-6, the official HINGE code).
 Modules compute in their parameters' dtype; only half precision is upcast (the RMS normalisation runs in
 float32 for float16/bfloat16, as in CellFM).
@@ -53,7 +53,7 @@ NUMERICS: dict[str, dict[str, float]] = {
     "cellfm": {"leaky_relu_slope": 0.2, "ln_eps": 1e-7},
     "hinge-official": {"leaky_relu_slope": 0.01, "ln_eps": 1e-6},
 }
-"""Numerics profiles (METHOD.md Part C §1)."""
+"""Numerics profiles (see Method, :ref:`method-numerics`)."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ PRESETS: dict[str, CellFMConfig] = {
 
 
 class SoftBinning(nn.Module):
-    """CellFM's scalar value encoder ("soft binning", METHOD.md Part A §3.1).
+    """CellFM's scalar value encoder ("soft binning"; see Method, :ref:`method-backbone`).
 
     e(x) = W_T softmax(W₃h + a·h), h = LeakyReLU(w₁x). Parameters ``w1``, ``w3``, ``table`` (no bias), ``a``.
     """
@@ -221,7 +221,7 @@ def _srms_scale(o: Tensor) -> Tensor:
 
 
 class Retention(nn.Module):
-    """CellFM multi-head retention (METHOD.md Part A §3.3): bidirectional linear attention.
+    """CellFM multi-head retention (see Method, :ref:`method-backbone`): bidirectional linear attention.
 
     Q = ReLU(XW_q)/√d_h, K = κ·ReLU(XW_k)/√d_h, V = λ·κ·XW_v, U = SiLU(XW_u); per head O = SRMS(Q(KᵀV)) ⊙ U;
     output W_o concat(O). κ hides keys/values (for a 0/1 mask, masking V as well as K changes nothing).
@@ -332,7 +332,7 @@ class CellwiseDecoder(nn.Module):
 
 
 class CellFM(nn.Module):
-    """CellFM backbone (METHOD.md Part A).
+    """CellFM backbone (see Method, :ref:`method-backbone`).
 
     Parameters
     ----------
@@ -383,7 +383,7 @@ class CellFM(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """CellFM's initialisation (METHOD.md Part A §4)."""
+        """CellFM's initialisation, as in its original MindSpore code (it matters only when training from scratch)."""
         beta = self.config.beta
         nn.init.xavier_normal_(self.gene_emb, gain=0.5)
         self.gene_emb[0].zero_()
@@ -430,7 +430,7 @@ class CellFM(nn.Module):
     def forward(
         self, gene_ids: Tensor, values: Tensor, visible: Tensor, pad: Tensor, depth: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Plain CellFM forward (METHOD.md Part A §3), as used in pre-training.
+        """Plain CellFM forward (see Method, :ref:`method-backbone`), as used in pre-training.
 
         Parameters
         ----------
@@ -478,7 +478,7 @@ class CellFM(nn.Module):
 def pretraining_masks(
     pad: Tensor, *, mask_ratio: float = 0.2, hide_ratio: float = 0.8, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """CellFM's pre-training masks (METHOD.md Part A §3.8).
+    """CellFM's pre-training masks (see Method, :ref:`method-backbone`).
 
     Per cell, ⌊mask_ratio·n⌋ of the n real genes are chosen at random; the first ⌊hide_ratio·that⌋ are
     hidden, the rest stay visible; all chosen genes are scored. If none is chosen, all n genes are scored.
@@ -524,7 +524,7 @@ def masked_value_loss(
     hide_ratio: float = 0.8,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """CellFM's pre-training objective (METHOD.md Part A §3.8), in float32.
+    """CellFM's pre-training objective (see Method, :ref:`method-backbone`), in float32.
 
     Σw(ŷ−y)²/Σw + Σw(ŷ'−y)²/Σw over the whole batch, with ŷ the value decoder's and ŷ' the cell-wise
     decoder's predictions and w, the masks, from :func:`pretraining_masks`.

@@ -1,4 +1,4 @@
-"""Masked diffusion over genes (paper §3.2; official ``mask_scheduler.py``, METHOD.md Part B §2.7).
+"""Masked diffusion over genes (paper §3.2; official ``mask_scheduler.py``; see Method, :ref:`method-diffusion`).
 
 Visibility schedule ᾱ_t = (1 − t/T)^ζ, t = 0..T. The exponent is the official ``poly_auto``
 ζ = log_T(G / K_tail) clipped to [1.05, 4] (K_tail = 1: the first reverse step reveals one gene), a fixed ζ
@@ -188,7 +188,19 @@ def fill_values(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Values of masked entries: N(0, 1) (``"gauss"``) or 0 (``"zero"``)."""
+    """Values of masked entries: N(0, 1) (``"gauss"``) or 0 (``"zero"``).
+
+    Parameters
+    ----------
+    shape
+        Shape of the result.
+    fill
+        ``"gauss"`` or ``"zero"`` (the model's ``config.mask_fill``).
+    generator
+        Random generator of the Gaussian draws (drawn on its device, then moved to ``device``).
+    device, dtype
+        Device and dtype of the result.
+    """
     if fill not in _FILLS:
         raise ValueError(f"fill must be one of {_FILLS}, got {fill!r}")
     if fill == "zero":
@@ -197,7 +209,17 @@ def fill_values(
 
 
 def calibrate(x_t: Tensor, x0_hat: Tensor, visible: Tensor) -> Tensor:
-    """Calibration x̃₀ = m ⊙ x_t + (1 − m) ⊙ x̂₀: keep visible values, take predictions elsewhere."""
+    """Calibration x̃₀ = m ⊙ x_t + (1 − m) ⊙ x̂₀: keep visible values, take predictions elsewhere.
+
+    Parameters
+    ----------
+    x_t
+        (B, G) current values (visible entries hold the data).
+    x0_hat
+        (B, G) the model's prediction.
+    visible
+        (B, G) visibility mask m (1 = visible).
+    """
     return torch.where(visible.bool(), x_t, x0_hat)
 
 

@@ -1,6 +1,6 @@
 """HINGE: a frozen CellFM retrofitted with SoftAdaLN, as a masked-diffusion denoiser over G genes.
 
-:class:`Hinge` computes exactly the official model's forward (METHOD.md Part B §2.3): the value encoder on
+:class:`Hinge` computes exactly the official model's forward (see Method, :ref:`method-softadaln`): the value encoder on
 every entry (masked ones carry the fill value), CellFM's ``zero_emb`` *added* on masked entries, the gene
 embedding added, CLS prepended, ν = 1/√G, masked genes removed as keys/values in the first half of the layers
 only; per block SoftNorm → modulate → frozen sub-layer → gate → α-residual → frozen post-LN; then an ungated
@@ -12,7 +12,8 @@ the official 1,382,298,450 total / 581,468,241 trainable.
 Default initialisation
 ----------------------
 ``init="official"`` (gate bias 6 → τ = σ(6) ≈ 0.9975, SoftNorm η = σ(−12) ≈ 6e-6) is the default, because the
-official code is the tested path (METHOD.md Part C §3) and official checkpoints need its parametrisation.
+official code is the tested path (see Method, :ref:`method-paper-vs-code`) and official checkpoints need its
+parametrisation.
 Its start is only close to CellFM: on random weights (D = 96, 40 layers, G = 50, fp32) the output differs from
 the frozen backbone's by 1.2e-4 relative L2 with CellFM's initialisation and 2.7e-3 with unit-gain Xavier
 projections (``tests/models/test_hinge.py::test_official_init_is_only_close_to_the_backbone``); the frozen
@@ -460,7 +461,7 @@ def load_official_hinge(
 ) -> Hinge:
     """Load a checkpoint written by the official HINGE code (``donghaifang/HINGE``).
 
-    The file is ``torch.save({"model": state_dict, "opt": ..., "epoch": ...})`` (METHOD.md Part B §2.5); it is
+    The file is ``torch.save({"model": state_dict, "opt": ..., "epoch": ...})`` (the official ``best_weight.pt``); it is
     read with ``torch.load(weights_only=True)``. Depth, width, gene panel (buffer ``gg``), image feature size
     and vocabulary (from the ``gene_emb`` rows) are read from the tensors; the backbone uses the numerics
     profile ``"hinge-official"`` (LeakyReLU 0.01, LayerNorm eps 1e-6) and the official parametrisation.

@@ -1,4 +1,4 @@
-"""Ancestral sampling of a trained HINGE model (paper §3.2 "Inference"; METHOD.md Part B §2.9, Part C §6).
+"""Ancestral sampling of a trained HINGE model (paper §3.2 "Inference"; see Method, :ref:`method-sampler`).
 
 Per spot and sample the whole reveal order is drawn first (reveal times τ, :meth:`MaskSchedule.reveal_times`)
 together with one fill draw for the masked entries. With a budget of K ≤ T steps, K timesteps
@@ -220,6 +220,11 @@ def sample_reference(
 
     Uses the same draws as :func:`sample` for the same generator state: x_T = fill, then for each chosen step
     x̂₀ = f(x_t, t, m_next, m_t, v), x̃₀ = m_t ⊙ x_t + (1 − m_t) ⊙ x̂₀, x_next = m_next ⊙ x̃₀ + (1 − m_next) ⊙ fill.
+
+    Parameters
+    ----------
+    model, cond, schedule, n_steps, n_samples, generator
+        As in :func:`sample`.
 
     Returns
     -------

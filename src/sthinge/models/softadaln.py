@@ -7,7 +7,8 @@ Shapes: tokens h (B, L, D); condition embedding c (B, D) shared by all layers.
   Linear-on-SiLU, as in DiT's adaLN).
 * Gated residual (Eq. 5): h_out = LN_post(τ(c) ⊙ u + α h_in), u = frozen sub-layer(SoftAdaLN(h_in)).
 * Condition network (official default): c = MLP_time(e_t) + MLP_img(v) + MLP_mask(m_{t−1}), each MLP
-  Linear → SiLU → Linear, e_t the 256-d sinusoidal embedding of the raw integer step t (METHOD.md Part B §2.3);
+  Linear → SiLU → Linear, e_t the 256-d sinusoidal embedding of the raw integer step t (see Method,
+  :ref:`method-condition`);
   the paper's c = φ_cond([v; e_t]) is :class:`ConcatCondition`.
 
 Parametrisations (chosen once, at construction, by the ``init`` name):

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge.pl._utils import _check_save, _doc, _finish
+from sthinge._docs import _doc
+from sthinge.pl._utils import _check_save, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -53,8 +54,15 @@ def coexpression(
 ) -> Figure | None:
     """Heatmaps of the gene-gene correlation of the truth and of the prediction, with their similarity.
 
-    Computed by :func:`sthinge.tl.coexpression`; the title gives the Pearson correlation between the two matrices'
-    upper triangles and the RMSE between them. Genes are ordered by hierarchical clustering of the truth.
+    Each cell is the correlation between two genes across the spots (Pearson or Spearman), on a diverging scale
+    centred on 0 and fixed to [-1, 1]. Computed by :func:`sthinge.tl.coexpression`; the title gives the Pearson
+    correlation between the two matrices' upper triangles and the RMSE between them. Genes are ordered by
+    hierarchical clustering of the truth.
+
+    The predicted mean often shows blocks near +1 and -1 where the measurement shows weaker correlations: it
+    averages many samples, so it varies smoothly with the tissue and carries none of the measurement's
+    spot-to-spot noise, and genes that follow the same tissue pattern become almost perfectly correlated. A note
+    under the heatmaps says so.
 
     Parameters
     ----------
@@ -62,8 +70,7 @@ def coexpression(
         SpatialData or AnnData holding a prediction.
     genes
         Genes of the panel (default all).
-    pred_key
-        Key of the prediction.
+    %(pred_key)s
     section
         Use the spots of this section only (default all predicted spots).
     method
@@ -72,8 +79,7 @@ def coexpression(
         Order genes by average-linkage clustering of the true correlation (else panel order).
     cmap
         Diverging colormap (the scale is fixed to [-1, 1]).
-    truth_layer
-        Layer holding the true log expression.
+    %(truth_layer)s
     figsize
         Figure size.
     ax
@@ -104,7 +110,7 @@ def coexpression(
             raise ValueError("`ax` must be a sequence of two Axes (truth, prediction).")
         fig = axes[0].figure
     im = None
-    for a, (label, matrix) in zip(axes, (("truth", co.truth), (f"prediction ({pred_key})", co.pred))):
+    for a, (label, matrix) in zip(axes, (("measured", co.truth), (f"predicted mean ({pred_key})", co.pred))):
         im = a.imshow(matrix.to_numpy()[np.ix_(order, order)], cmap=cmap, vmin=-1.0, vmax=1.0,
                       interpolation="nearest")
         a.set_title(label)
@@ -115,7 +121,9 @@ def coexpression(
             a.set_xticks([])
             a.set_yticks([])
             a.set_xlabel(f"{len(names)} genes")
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{method} correlation")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{method.capitalize()} correlation between genes across spots")
     where = f"section {co.section}" if co.section is not None else f"{co.n_spots} spots"
     fig.suptitle(f"Co-expression ({where}): similarity r = {co.similarity:.3f}, RMSE = {co.rmse:.3f}")
+    fig.supxlabel("The predicted mean averages many samples, so it is smoother than the measurement and its genes "
+                  "correlate more strongly (blocks near \N{PLUS-MINUS SIGN}1).", fontsize=8, color="0.3")
     return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from sthinge.pl._utils import _check_save, _doc, _finish
+from sthinge._docs import _doc
+from sthinge.pl._utils import _check_save, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

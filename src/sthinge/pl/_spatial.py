@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _is_spatialdata, _resolve_table
-from sthinge.pl._utils import _as_list, _axes_grid, _check_save, _doc, _finish
+from sthinge.pl._utils import _as_list, _axes_grid, _check_save, _finish
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -36,7 +37,11 @@ def _has_prediction(data, key: str) -> bool:
 
 def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth_layer: str | None,
                 table_key: str | None):
-    """Return ``(source table, {key: (rows, (n, G) values)})`` with rows = positions in the source table."""
+    """Return ``(source table, {key: (rows, (n, G) values)}, {key: (kind, prediction, transform)})``.
+
+    Rows are positions in the source table; kind is ``"truth"``, ``"mean"``, ``"std"`` or ``"error"``; transform
+    is the normalisation of the values (``"log1p_cp10k"``, ``"log2_raw"`` or ``""`` where unknown).
+    """
     from sthinge.tl._evaluate import _dense, _load_prediction, _truth_layer
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -67,11 +72,13 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
                 f"(`pred_key` is {pred_key!r})."
             )
     source = None
+    meta: dict[str, tuple[str, str | None, str]] = {}
     for key, kind, base in plan:
         if kind == "truth":
             continue
         p = load(base, need_truth=kind == "error")
         source = p.source if source is None else source
+        meta[key] = (kind, base, str(p.info.get("transform") or ""))
         if kind == "mean":
             out[key] = (p.rows, p.mean)
         elif kind == "std":
@@ -94,7 +101,12 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
             raise KeyError(f"`genes` {missing[:10]} not found in the table's `var_names`.")
         matrix = source.X if layer == "X" else source.layers[layer]
         out["truth"] = (np.arange(source.n_obs), _dense(matrix[:, source.var_names.get_indexer(genes)]))
-    return source, {k: out[k] for k in keys}
+        norm = source.uns.get(K.UNS_NORMALIZE)
+        norm = norm if isinstance(norm, dict) else {}
+        transform = (norm.get("transform") if layer == norm.get("key_added") else
+                     info.get("transform") if layer == (info.get("training_layer") or None) else "")
+        meta["truth"] = ("truth", None, str(transform or ""))
+    return source, {k: out[k] for k in keys}, {k: meta[k] for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -140,7 +152,7 @@ def _section_image(data, source, section: str):
         if name not in data.images:
             return None
         level, (H, W) = _pick_level(data.images[name])
-        return _to_rgb(level), (0.0, float(W), float(H), 0.0)
+        return _to_rgb(level), _image_extent(data.images[name], section, H, W)
     spatial = source.uns.get("spatial")  # squidpy / scanpy layout
     if isinstance(spatial, dict) and spatial:
         lib = spatial.get(section) or (next(iter(spatial.values())) if len(spatial) == 1 else None)
@@ -153,6 +165,24 @@ def _section_image(data, source, section: str):
                     img = img.astype(np.float32) / (255.0 if img.max() > 1 else 1.0)
                     return img[..., :3], (0.0, img.shape[1] / scale, img.shape[0] / scale, 0.0)
     return None
+
+
+def _image_extent(image, section: str, H: int, W: int) -> tuple[float, float, float, float]:
+    """``(left, right, bottom, top)`` of an (H, W) image in the section's coordinate system (the pixel frame of
+    ``obsm["spatial"]``): its scale and translation to the coordinate system named after the section, if it has
+    one (e.g. a downscaled copy of the H&E with a ``Scale``), else its own pixels."""
+    from spatialdata.transformations import get_transformation
+
+    try:
+        transform = get_transformation(image, get_all=True).get(section)
+        m = None if transform is None else transform.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    except Exception:  # noqa: BLE001 - an element without readable transformations: its own pixels
+        m = None
+    if m is None or m[0, 1] != 0 or m[1, 0] != 0:  # none, or a rotation/shear: not drawn as an axis-aligned extent
+        return (0.0, float(W), float(H), 0.0)
+    x0, x1 = float(m[0, 2]), float(m[0, 0] * W + m[0, 2])
+    y0, y1 = float(m[1, 2]), float(m[1, 1] * H + m[1, 2])
+    return (x0, x1, y1, y0)
 
 
 def _spot_radius(data, source, section: str, xy: np.ndarray) -> float:
@@ -191,7 +221,10 @@ def spatial(
     pred_key: str = K.PRED_KEY,
     truth_layer: str | None = None,
     img: bool = True,
+    img_alpha: float = 0.6,
     cmap: str | Any = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
     size: float = 1.0,
     ncols: int | None = None,
     figsize: tuple[float, float] | None = None,
@@ -205,11 +238,16 @@ def spatial(
 ) -> Figure | None:
     """Plot measured, predicted and uncertainty maps of genes as spots over the section's H&E.
 
-    For each gene one row of panels, one per entry of ``keys``. Spots are drawn as circles of their true size
-    (from ``uns["sthinge_sections"]``: spot diameter / micrometres per pixel, else the shapes' radius), over a
-    downsampled level of the section's image placed in the same pixel frame as ``obsm["spatial"]``. The truth and
-    every predicted mean of a gene share one colour scale, so they can be compared by eye; uncertainty and error
-    maps have their own. Spots without a value (not predicted) are grey.
+    For each gene one row of panels, one per entry of ``keys``, titled by what they show (``"measured"``,
+    ``"predicted mean"``, ``"predicted SD"``, ``"absolute error"``; a prediction other than ``pred_key`` is named in
+    brackets) under the section's name. Spots are drawn as circles of their true size (from
+    ``uns["sthinge_sections"]``: spot diameter / micrometres per pixel, else the shapes' radius) with a thin white
+    edge, over a lightened, downsampled level of the section's image placed in the same pixel frame as
+    ``obsm["spatial"]``. The measured and every predicted mean of a gene share one colour scale, so they can be
+    compared by eye; uncertainty and error maps have their own. Every scale runs from the 1st to the 99th
+    percentile of its values, so single outlier spots do not flatten the rest (the colourbar's arrows show values
+    beyond it); the colourbar is labelled with the unit of the values (e.g. ``log1p CP10k``, from the prediction's
+    ``uns[key]["transform"]``). Spots without a value (not predicted) are grey.
 
     Parameters
     ----------
@@ -225,12 +263,17 @@ def spatial(
         Section to draw (value of ``obs[section_key]``); default the first section that was predicted.
     pred_key
         The main prediction (its source table holds the truth).
-    truth_layer
-        Layer holding the true log expression (default as in :func:`sthinge.tl.evaluate`).
+    %(truth_layer)s
     img
         Draw the H&E image under the spots.
+    img_alpha
+        Opacity of the H&E image in [0, 1] (lower: paler, the spots stand out more).
     cmap
         Colormap of the values.
+    vmin, vmax
+        Limits of the colour scale of the measured and predicted-mean panels (default: the 1st and 99th percentile
+        of their values, per gene). Give the same limits to two calls to compare them, e.g. measured spots of one
+        object and predicted pseudo-spots of another. The SD and error panels keep their own limits.
     size
         Scale factor on the true spot radius.
     ncols
@@ -259,8 +302,18 @@ def spatial(
         raise ValueError(f"`size` must be a positive number, got {size!r}.")
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"`ncols` must be a positive integer, got {ncols!r}.")
+    if (isinstance(img_alpha, bool) or not isinstance(img_alpha, numbers.Real) or not math.isfinite(img_alpha)
+            or not 0 <= img_alpha <= 1):
+        raise ValueError(f"`img_alpha` must be a number in [0, 1], got {img_alpha!r}.")
+    for name, limit in (("vmin", vmin), ("vmax", vmax)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Real)
+                                  or not math.isfinite(limit)):
+            raise ValueError(f"`{name}` must be a finite number or None, got {limit!r}.")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ValueError(f"`vmin` ({vmin}) must be smaller than `vmax` ({vmax}).")
     _check_save(save, overwrite)
-    source, values = _key_values(data, keys, genes, pred_key=pred_key, truth_layer=truth_layer, table_key=table_key)
+    source, values, meta = _key_values(data, keys, genes, pred_key=pred_key, truth_layer=truth_layer,
+                                       table_key=table_key)
 
     # ---- the section -----------------------------------------------------------------------------------------
     labels = (source.obs[section_key].astype(str).to_numpy() if section_key in source.obs
@@ -300,26 +353,30 @@ def spatial(
     # ---- draw ------------------------------------------------------------------------------------------------
     n_panels = len(genes) * len(keys)
     fig, axes = _axes_grid(n_panels, ncols or len(keys), ax, panel_size=(4.2, 4.0), figsize=figsize)
-    shared = [k for k in keys if k == "truth" or not (k.endswith(K.STD_SUFFIX) or k == "error")]
+    shared = [k for k in keys if meta[k][0] in ("truth", "mean")]
     lo_x, hi_x = xy[:, 0].min() - 2 * radius, xy[:, 0].max() + 2 * radius
     lo_y, hi_y = xy[:, 1].min() - 2 * radius, xy[:, 1].max() + 2 * radius
+    if ax is None:  # a figure of its own: the section above all panels; else in each panel's title
+        fig.suptitle(f"Section {section}", fontsize=12)
+    where = "" if ax is None else f" ({section})"
     i = 0
     for g, gene in enumerate(genes):
-        both = np.concatenate([maps[k][:, g] for k in shared]) if shared else np.array([])
-        both = both[np.isfinite(both)]
-        shared_norm = Normalize(float(both.min()), float(both.max())) if both.size else None
+        pooled = np.concatenate([maps[k][:, g] for k in shared]) if shared else np.array([])
+        lo, hi = _robust_limits(pooled)
+        shared_norm = Normalize(lo if vmin is None else float(vmin), hi if vmax is None else float(vmax))
+        if shared_norm.vmin >= shared_norm.vmax:  # one limit given beyond the data's other end
+            shared_norm = Normalize(float(vmin) if vmin is not None else shared_norm.vmax - 1.0,
+                                    float(vmax) if vmax is not None else shared_norm.vmin + 1.0)
         for key in keys:
             a = axes[i]
             i += 1
             v = maps[key][:, g]
-            finite = v[np.isfinite(v)]
-            norm = shared_norm if key in shared and shared_norm is not None else (
-                Normalize(float(finite.min()), float(finite.max())) if finite.size else Normalize(0, 1))
+            norm = shared_norm if key in shared else Normalize(*_robust_limits(v))
             if image is not None:
-                a.imshow(image[0], extent=image[1], interpolation="bilinear")
+                a.imshow(image[0], extent=image[1], interpolation="bilinear", alpha=float(img_alpha))
             coll = EllipseCollection(
                 widths=2 * radius, heights=2 * radius, angles=0, units="xy", offsets=xy,
-                offset_transform=a.transData, cmap=cmap, norm=norm, linewidths=0,
+                offset_transform=a.transData, cmap=cmap, norm=norm, linewidths=_EDGE_WIDTH, edgecolors=_EDGE,
             )
             coll.set_array(np.ma.masked_invalid(v))
             a.add_collection(coll)
@@ -328,6 +385,45 @@ def spatial(
             a.set_aspect("equal")
             a.set_xticks([])
             a.set_yticks([])
-            a.set_title(f"{gene}: {key}", fontsize=10)
-            fig.colorbar(coll, ax=a, shrink=0.75)
+            kind, base, transform = meta[key]
+            a.set_title(f"{gene}: {_panel_title(kind, base, pred_key)}{where}", fontsize=10)
+            extend = _extend(pooled if key in shared else v, norm)  # one scale, one colourbar however drawn
+            fig.colorbar(coll, ax=a, shrink=0.75, extend=extend, label=_colorbar_label(kind, transform))
     return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+
+
+_ROBUST = (1.0, 99.0)  # percentiles spanned by a colour scale: single outlier spots do not set it
+_EDGE, _EDGE_WIDTH = (1.0, 1.0, 1.0, 0.8), 0.4  # white spot outlines: dark colours stay visible on purple H&E
+_UNITS = {"log1p_cp10k": "log1p CP10k", "log2_raw": "log2(1 + counts)"}
+
+
+def _robust_limits(values: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentile of the finite values (0, 1 without any; widened by 0.5 if they are equal)."""
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return 0.0, 1.0
+    lo, hi = (float(q) for q in np.percentile(finite, _ROBUST))
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
+def _extend(values: np.ndarray, norm) -> str:
+    """Colourbar arrows for values beyond the scale: ``"neither"``, ``"min"``, ``"max"`` or ``"both"``."""
+    finite = values[np.isfinite(values)]
+    below, above = bool((finite < norm.vmin).any()), bool((finite > norm.vmax).any())
+    return {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[below, above]
+
+
+def _panel_title(kind: str, base: str | None, pred_key: str) -> str:
+    """What a panel shows, in words; a prediction other than ``pred_key`` is named in brackets."""
+    name = {"truth": "measured", "mean": "predicted mean", "std": "predicted SD", "error": "absolute error"}[kind]
+    return name if base is None or base == pred_key else f"{name} ({base})"
+
+
+def _colorbar_label(kind: str, transform: str) -> str:
+    """The colourbar's label: the quantity and the unit of the values (``log1p CP10k``, ``log2(1 + counts)``)."""
+    unit = _UNITS.get(transform, transform.replace("_", " ") if transform else "")
+    if kind in ("truth", "mean"):
+        return f"expression ({unit})" if unit else "expression"
+    what = "SD over samples" if kind == "std" else "|predicted - measured|"
+    return f"{what} ({unit})" if unit else what

@@ -8,34 +8,6 @@ from typing import Any
 
 import numpy as np
 
-# numpydoc text shared by the plotting functions (STYLE: reused, not pasted); `_doc` puts it in place of the markers
-_DOC_BLOCKS = {
-    "%(save_params)s": """save
-        Write the figure to this path (format from the suffix; written atomically).
-    return_fig
-        Return the figure.
-    dpi
-        Resolution when saving.
-    overwrite
-        Replace an existing file at ``save``; without it, an existing file is an error raised before drawing.""",
-    "%(table_params)s": """section_key
-        obs column naming each spot's section.
-    table_key
-        Source table of a SpatialData object.""",
-    "%(returns_fig)s": """Returns
-    -------
-    The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.""",
-}
-
-
-def _doc(func):
-    """Fill the shared docstring blocks (``%(save_params)s``, ``%(table_params)s``, ``%(returns_fig)s``) of ``func``."""
-    doc = func.__doc__ or ""
-    for marker, text in _DOC_BLOCKS.items():
-        doc = doc.replace(marker, text)
-    func.__doc__ = doc
-    return func
-
 
 def _axes_grid(n: int, ncols: int, ax: Any, *, panel_size: tuple[float, float], figsize=None):
     """Return ``(fig, [axes])`` with ``n`` panels: new axes on a grid, or the ``ax`` given (one Axes or n of them)."""

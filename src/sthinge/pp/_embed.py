@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg, progress
 from sthinge._utils import _check_float, _check_int, _check_overwrite, _is_spatialdata
 from sthinge.pp import _encoders as E
@@ -56,6 +57,7 @@ def _build_encoders(encoder, weights, *, input_size, transform) -> list[E.Encode
     return [E.timm_encoder(encoder, weights)]
 
 
+@_doc
 def embed_histology(
     data: AnnData | SpatialData,
     *,
@@ -121,16 +123,14 @@ def embed_histology(
         sharing a coordinate system with the section's shapes (AnnData: ``"hires"``).
     section_key
         obs column naming the section of each spot (for AnnData: the library id in ``uns["spatial"]``).
-    table_key
-        Table of a SpatialData object (default: ``"table"`` or the only table).
+    %(table_key)s
     transform
         For a user module: maps float tiles in [0, 1] to the module's input (default ImageNet normalisation).
     input_size
         For a user module: tile size in pixels fed to it (default 224).
     batch_size
         Tiles per batch.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (see :attr:`sthinge.settings.device`).
+    %(device)s
     key_added
         obsm key written; default ``f"X_{encoder}"`` (e.g. ``"X_he-stats"``, ``"X_uni+conch"``). Never
         ``"spatial"`` (the coordinates).
@@ -139,8 +139,7 @@ def embed_histology(
         (raised before any work). Not needed with ``copy=True``.
     num_workers
         Background threads reading tiles ahead of the encoder (0 = read in the main thread).
-    copy
-        Return a modified copy of the table instead of writing into ``data``.
+    %(copy)s
 
     Returns
     -------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_int, _check_no_repeats
 from sthinge.pp._common import (
@@ -99,6 +100,7 @@ def _top(values: np.ndarray, n: int) -> np.ndarray:
     return order[:n]
 
 
+@_doc
 def select_genes(
     data: AnnData | SpatialData,
     *,
@@ -149,18 +151,16 @@ def select_genes(
     layer
         Layer with log-normalised expression. ``None``: the layer written by :func:`sthinge.pp.normalize` if
         present, else ln(1 + CP10k) of the raw counts in ``X`` computed on the fly.
-    section_key
-        obs column naming the section of each spot (a table without it is one section).
+    %(section_key)s
+        A table without the column is one section.
     gene_symbols
         var column holding gene symbols, when ``var_names`` are e.g. Ensembl ids.
     aliases
         Extra ``{previous symbol: vocabulary symbol}`` mappings, tried before the built-in renames.
-    table_key
-        Table of a SpatialData object (default: ``"table"`` or the only table).
+    %(table_key)s
     key_added
         Key of the var column and uns entries written.
-    copy
-        Return a modified copy of the table instead of writing into ``data``.
+    %(copy)s
 
     Returns
     -------

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_choice, _check_overwrite
 from sthinge.pp._common import _check_bool, _check_counts, _check_key, _get_matrix, _log1p_cp10k, _table_for
@@ -19,6 +20,7 @@ TRANSFORMS = ("log1p_cp10k", "log2_raw")
 TARGET_SUM = 1e4
 
 
+@_doc
 def normalize(
     data: AnnData | SpatialData,
     *,
@@ -33,8 +35,8 @@ def normalize(
     """Log-transform raw counts into a new layer, leaving the counts untouched.
 
     ``"log1p_cp10k"`` (default) is :math:`\\ln(1 + 10^4 \\, x_{ij} / \\sum_k x_{ik})` with the library size
-    summed over **all** genes of the spot, the scale the frozen CellFM backbone saw in pre-training (METHOD.md
-    Part C §5) and what ``scanpy.pp.normalize_total(target_sum=1e4)`` + ``log1p`` gives. CellFM's own
+    summed over **all** genes of the spot, the scale the frozen CellFM backbone saw in pre-training (see Method,
+    :ref:`method-data`) and what ``scanpy.pp.normalize_total(target_sum=1e4)`` + ``log1p`` gives. CellFM's own
     pipeline sums over the vocabulary genes only; over all genes the value of a gene does not depend on
     which panel is later chosen, so the same layer serves every panel. ``"log2_raw"`` is
     :math:`\\log_2(1 + x_{ij})`, the official HINGE code's transform (no library-size normalisation).
@@ -56,10 +58,8 @@ def normalize(
     allow_non_integer
         Accept non-integer (but finite, non-negative) counts, e.g. ambient-corrected estimates. By default
         non-integer values are refused because they usually mean the data are already normalised.
-    table_key
-        Table of a SpatialData object (default: ``"table"`` or the only table).
-    copy
-        Return a modified copy of the table instead of writing into ``data``.
+    %(table_key)s
+    %(copy)s
 
     Returns
     -------

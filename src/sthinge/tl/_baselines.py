@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 
@@ -109,6 +110,7 @@ def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+@_doc
 def fit_baseline(
     data: AnnData | SpatialData,
     *,
@@ -144,16 +146,12 @@ def fit_baseline(
         SpatialData or AnnData with normalised expression, a gene panel and the embedding.
     method
         ``"ridge"``, ``"mlp"`` or ``"knn"``.
-    embedding_key
-        ``obsm`` key of the histology embedding.
-    genes_key
-        ``uns`` key of the gene panel written by :func:`sthinge.pp.select_genes`.
-    layer
-        Layer with log-normalised expression (default: the one :func:`sthinge.pp.normalize` wrote).
+    %(embedding_key)s
+    %(genes_key)s
+    %(layer_lognorm)s
     train_sections
         Sections to train on (default all spots).
-    section_key
-        obs column naming each spot's section.
+    %(section_key)s
     seed
         Random seed (validation splits, MLP initialisation).
     alphas
@@ -166,8 +164,7 @@ def fit_baseline(
         Maximum MLP epochs.
     val_fraction
         Fraction of training spots held out for MLP early stopping and the choice of k.
-    table_key
-        Table of a SpatialData object (default ``"table"``).
+    %(table_key)s
 
     Returns
     -------
@@ -264,6 +261,7 @@ def fit_baseline(
     return model
 
 
+@_doc
 def predict_baseline(
     data: AnnData | SpatialData,
     model: BaselineModel,
@@ -277,8 +275,10 @@ def predict_baseline(
 ) -> AnnData | None:
     """Predict with a baseline and write the result exactly as :func:`sthinge.tl.predict` does.
 
-    A regression baseline gives one value per spot and gene, so the standard deviation is written as NaN (no
-    uncertainty) and there are no samples; :func:`sthinge.tl.evaluate` then skips the uncertainty metrics.
+    A regression baseline gives one value per spot and gene: it has no uncertainty, so no standard deviation is
+    written (no ``layers[f"{key_added}_std"]``, no ``obsm[f"{key_added}_std"]``) and there are no samples;
+    :func:`sthinge.tl.evaluate` then leaves out the uncertainty metrics and :func:`sthinge.pl.spatial` has no
+    ``"<key>_std"`` panel to draw.
 
     Parameters
     ----------
@@ -288,8 +288,7 @@ def predict_baseline(
         A :class:`BaselineModel` from :func:`fit_baseline`.
     sections
         Only predict these sections (values of ``obs[section_key]``); default all spots.
-    section_key
-        obs column naming each spot's section.
+    %(section_key)s
     key_added
         Name of the prediction (default: the method, e.g. ``"ridge"``); never the table being read,
         ``obsm["spatial"]`` or the input embedding.
@@ -297,17 +296,16 @@ def predict_baseline(
         Replace an existing prediction of the same name; without it, that is an error raised before any work.
     copy
         Return the prediction table instead of writing it into ``data``.
-    table_key
-        Source table of a SpatialData object (default ``"table"``).
+    %(table_key)s
 
     Returns
     -------
     ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the panel as
-    ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` = ``layers[key_added]`` (the predicted mean),
-    ``layers[f"{key_added}_std"]`` (NaN) and ``uns[key_added]`` (the settings). For SpatialData input it is
-    written as ``tables[key_added]``, annotating the same shapes as the source table; for AnnData input the mean
-    and std are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]`` (DataFrames, NaN for rows not
-    predicted).
+    ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` (the predicted mean) and ``uns[key_added]``
+    (the settings). For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as
+    the source table; for AnnData input the mean is written to ``obsm[key_added]`` (a DataFrame, NaN for rows not
+    predicted; an ``obsm[f"{key_added}_std"]`` left by an earlier prediction replaced with ``overwrite`` is
+    removed).
 
     Examples
     --------
@@ -324,7 +322,6 @@ def predict_baseline(
                                    model.embedding_key, model.cond_dim, overwrite)
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
-    std = np.full_like(mean, np.nan)
     uns = {
         "method": model.method,
         "embedding_key": model.embedding_key,
@@ -334,6 +331,6 @@ def predict_baseline(
         "source_table": source_key if source_key is not None else "",
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
-    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy)
+    return _write_prediction(data, table, rows, mean, None, model.genes, key_added, uns, copy)
 
 

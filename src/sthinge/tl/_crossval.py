@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_choice, _check_int, _check_no_repeats, _resolve_table
 
@@ -71,6 +72,7 @@ def _folds(folds: Any, sections: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+@_doc
 def cross_validate(
     data: AnnData | SpatialData,
     *,
@@ -112,15 +114,13 @@ def cross_validate(
         entry may be a list of sections held out together).
     sections
         Sections taking part (training and test); default all.
-    embedding_key
-        ``obsm`` key of the histology embedding.
+    %(embedding_key)s
     n_top
         ``n_top`` of :func:`sthinge.pp.select_genes` (the panel is the top-``n_top`` by mean AND by variance).
     vocab
         Vocabulary of :func:`sthinge.pp.select_genes` (for HINGE it must match the backbone).
-    layer
-        Layer with log-normalised expression (default: the one :func:`sthinge.pp.normalize` wrote); used for gene
-        selection, fitting and as the truth.
+    %(layer_lognorm)s
+        It is used for gene selection, fitting and as the truth.
     fit_kwargs
         Extra arguments of :func:`sthinge.tl.fit` or :func:`sthinge.tl.fit_baseline` (e.g. ``backbone``,
         ``weights``, ``max_epochs``; ``alphas``).
@@ -130,12 +130,10 @@ def cross_validate(
         Metrics of :func:`sthinge.tl.evaluate`.
     rank_by
         PCC-k gene selection of :func:`sthinge.tl.evaluate`.
-    section_key
-        obs column naming each spot's section.
+    %(section_key)s
     seed
         Random seed of fitting and prediction (the same in every fold).
-    table_key
-        Table of a SpatialData object (default ``"table"``).
+    %(table_key)s
 
     Returns
     -------

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_choice, _is_spatialdata, _resolve_table
 
@@ -175,7 +176,7 @@ def _load_prediction(
     if not np.isfinite(mean).all():
         raise ValueError(f"The prediction {pred_key!r} holds NaN or infinite values in predicted spots.")
     if std is not None and (std.shape != mean.shape or not np.isfinite(std).any()):
-        std = None  # baselines write NaN: no uncertainty
+        std = None  # an all-NaN std (baselines of earlier versions wrote one): no uncertainty
     if samples is not None and (samples.ndim != 3 or samples.shape[0] != mean.shape[0]
                                 or samples.shape[2] != mean.shape[1]):
         logg.warning(f"Ignoring the samples of {pred_key!r}: shape {samples.shape} does not match the prediction.")
@@ -265,10 +266,13 @@ def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _pcc_k(pcc: np.ndarray, truth_var: np.ndarray, k: int, rank_by: str) -> tuple[float, int]:
-    """Mean PCC over k genes chosen among those with a finite PCC; returns (value, number of genes used)."""
+    """Mean PCC over k genes chosen among those with a finite PCC; returns (value, number of genes used).
+
+    With fewer than k such genes there is no PCC-k: the value is NaN and the number is how many genes have a PCC.
+    """
     valid = np.flatnonzero(np.isfinite(pcc))
-    if valid.size == 0:
-        return float("nan"), 0
+    if valid.size < k:
+        return float("nan"), int(valid.size)
     key = truth_var[valid] if rank_by == "variance" else pcc[valid]
     # stable sort: ties keep the panel order
     chosen = valid[np.argsort(-key, kind="stable")[:k]]
@@ -473,6 +477,14 @@ def _evaluate_tables(
         per_gene.append(genes_df)
     summary = pd.DataFrame.from_records(rows, index=pd.Index(labels, name=index_name))
     per_gene_df = pd.concat(per_gene, ignore_index=True)
+    for m in names:  # PCC-k is named for k genes: where fewer have a PCC it is NaN, and says why
+        match = _PCC_K.match(m)
+        short = summary.index[summary[f"{m}_n_genes"] < int(match.group(1))] if match else []
+        if len(short):
+            n = summary.loc[short, f"{m}_n_genes"].astype(int)
+            where = ", ".join(f"{label!r} ({count} genes)" for label, count in list(n.items())[:5])
+            logg.info(f"evaluate: {m!r} is NaN where fewer than {match.group(1)} genes have a PCC: {where}"
+                      f"{', ...' if len(n) > 5 else ''}; 'pcc' is the mean PCC over all genes that have one.")
     attrs = {"pred_key": pred_key, "truth_layer": p.layer, "rank_by": rank_by,
              "transform": str(p.source.uns.get(K.UNS_NORMALIZE, {}).get("transform", "")) if isinstance(
                  p.source.uns.get(K.UNS_NORMALIZE), dict) else ""}
@@ -481,6 +493,7 @@ def _evaluate_tables(
     return summary, per_gene_df
 
 
+@_doc
 def evaluate(
     data: AnnData | SpatialData,
     *,
@@ -488,7 +501,7 @@ def evaluate(
     truth_layer: str | None = None,
     genes: Sequence[str] | None = None,
     by: str | None = K.SECTION_KEY,
-    metrics: Sequence[str] = ("pcc50", "pcc200", "mse", "mae", "ssim"),
+    metrics: Sequence[str] = ("pcc50", "pcc200", "pcc", "mse", "mae", "ssim"),
     rank_by: Literal["variance", "pcc"] = "variance",
     per_gene: bool = False,
     section_key: str = K.SECTION_KEY,
@@ -506,8 +519,10 @@ def evaluate(
       ``"variance"`` takes the k genes with the largest variance **of the truth** in that section (the paper's
       wording, "the k most variable genes"; it does not look at the prediction, so it is the default), ``"pcc"``
       takes the k **largest PCCs** (what Stem's evaluation code does, which the paper's Table 1 follows; it selects
-      on the result and therefore reads higher). Reports comparing with the paper should give both. When fewer than
-      k genes have a PCC, all of them are used and ``pcc<k>_n_genes`` says how many. ``"pcc"`` is the mean over all.
+      on the result and therefore reads higher). Reports comparing with the paper should give both. PCC-k is
+      reported only where k genes have a PCC: with fewer (e.g. PCC-200 of a 116-gene panel) it is NaN, a note is
+      logged, and ``pcc<k>_n_genes`` says how many genes there are. ``"pcc"`` is the mean over all genes with a PCC
+      (``pcc_n_genes`` of them).
     - **MSE** and **MAE** over spots x genes (all genes, constant ones included).
     - **SSIM** per gene: truth and prediction are min-max scaled jointly per gene, rasterised on the spot lattice
       (``obs["array_x"/"array_y"]``, else a grid inferred from ``obsm["spatial"]``; hexagonal arrays are folded onto
@@ -527,11 +542,8 @@ def evaluate(
     data
         SpatialData (prediction table ``tables[pred_key]``) or AnnData (``obsm[pred_key]``) as written by
         :func:`sthinge.tl.predict` or :func:`sthinge.tl.predict_baseline`.
-    pred_key
-        Key of the prediction (``key_added`` of the predicting function).
-    truth_layer
-        Layer of the source table holding the true log expression (``"X"`` for ``X``). Default: the layer the model
-        was trained on, else the layer ``pp.normalize`` wrote.
+    %(pred_key)s
+    %(truth_layer)s
     genes
         Evaluate only these genes of the panel (default all).
     by
@@ -542,10 +554,9 @@ def evaluate(
         Gene selection of PCC-k: ``"variance"`` (of the truth) or ``"pcc"`` (largest correlations).
     per_gene
         Return the per-gene table instead of the per-section summary.
-    section_key
-        obs column naming each spot's section (a table without it is one section, ``"all"``).
-    table_key
-        Source table of a SpatialData object (default: the one the prediction was made from).
+    %(section_key)s
+        A table without the column is one section, ``"all"``.
+    %(source_table_key)s
 
     Returns
     -------
@@ -622,6 +633,7 @@ def _corr_matrix(x: np.ndarray, method: str) -> np.ndarray:
     return np.clip(np.atleast_2d(c), -1.0, 1.0)
 
 
+@_doc
 def coexpression(
     data: AnnData | SpatialData,
     *,
@@ -639,20 +651,16 @@ def coexpression(
     ----------
     data
         SpatialData or AnnData holding a prediction (see :func:`evaluate`).
-    pred_key
-        Key of the prediction.
+    %(pred_key)s
     genes
         Genes of the panel to include (default all; at least two).
     section
         Use only the spots of this section (default: all predicted spots, pooled).
     method
         ``"pearson"`` or ``"spearman"`` correlation across spots.
-    truth_layer
-        Layer holding the true log expression (see :func:`evaluate`).
-    section_key
-        obs column naming each spot's section.
-    table_key
-        Source table of a SpatialData object.
+    %(truth_layer)s
+    %(section_key)s
+    %(source_table_key)s
 
     Returns
     -------

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg, quiet_lightning
 from sthinge._settings import check_accelerator
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
@@ -472,6 +473,7 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------------------------------------
+@_doc
 def fit(
     data,
     *,
@@ -533,16 +535,12 @@ def fit(
     config
         Model variant: a dict of :class:`sthinge.models.HingeConfig` fields (e.g. ``{"variant": "scratch"}``,
         ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``).
-    embedding_key
-        ``obsm`` key of the histology embeddings.
-    genes_key
-        ``uns`` key of the gene panel written by ``pp.select_genes``.
-    layer
-        Layer of log-normalised expression (default: the layer ``pp.normalize`` wrote). Raw counts are refused.
+    %(embedding_key)s
+    %(genes_key)s
+    %(layer_lognorm)s
     train_sections
         Sections to train on (default: all); values of ``obs[section_key]``.
-    section_key
-        ``obs`` column naming each spot's section.
+    %(section_key)s
     val_fraction
         Fraction of the training spots held out for early stopping.
     max_epochs, batch_size, lr, weight_decay, milestones, gamma, patience, min_epochs, curriculum_epochs
@@ -586,8 +584,7 @@ def fit(
     overwrite
         Start afresh over the ``last.ckpt`` of an earlier fit in ``checkpoint_dir``. Without it (and without
         ``resume``), an existing checkpoint is an error raised before any work: it is never replaced silently.
-    table_key
-        Table of a SpatialData object (default: ``"table"``).
+    %(table_key)s
 
     Returns
     -------

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg, progress
 from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _resolve_table
 
@@ -31,6 +32,7 @@ def _as_model(model):
     raise TypeError(f"`model` must be a HingeModel or the folder of a saved model, got {type(model).__name__}.")
 
 
+@_doc
 def predict(
     data,
     model,
@@ -73,12 +75,11 @@ def predict(
         until the calls fit, and stays so for the rest of the run.
     sections
         Only predict these sections (values of ``obs[section_key]``); default all spots.
-    section_key
-        ``obs`` column naming each spot's section.
+    %(section_key)s
     seed
         Random seed; the same seed gives the same prediction.
-    device
-        Torch device (default ``settings.device``).
+    %(device)s
+        ``None``: :attr:`sthinge.settings.device`.
     autocast
         bfloat16 autocast in sampling (default: on for CUDA, off on CPU).
     compile
@@ -95,21 +96,22 @@ def predict(
         ``obsm[f"{key_added}_std"]`` for AnnData). Without it, an existing one is an error raised before any work.
     copy
         Return the prediction table instead of writing it into ``data`` (``overwrite`` is then not needed).
-    table_key
-        Source table of a SpatialData object (default ``"table"``).
+    %(table_key)s
 
     Returns
     -------
     ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the model's gene
     panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
 
-    - ``X`` and ``layers[key_added]``: the predicted mean (log-normalised, the transform of the training layer);
+    - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``);
     - ``layers[f"{key_added}_std"]``: the standard deviation over samples;
     - ``obsm[f"{key_added}_samples"]``: spots x samples x genes, if ``return_samples``;
     - ``uns[key_added]``: the settings of the run.
 
     For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the source table
-    (so ``squidpy.gr.spatial_neighbors`` / ``spatial_autocorr`` run on it directly). For AnnData input the mean
+    (so ``squidpy.gr.spatial_neighbors`` / ``spatial_autocorr`` run on it directly; it holds no image, so draw it
+    with ``squidpy.pl.spatial_scatter(pred, color=gene, shape=None)``, or over the H&E with
+    :func:`sthinge.pl.spatial`). For AnnData input the mean
     and standard deviation are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]`` as DataFrames
     (spots x panel genes).
 
@@ -265,14 +267,17 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy,
     """Write (mean, std) for ``rows`` of ``table`` as ``tl.predict`` does (shared with the baselines).
 
     SpatialData: a new table ``tables[key_added]`` linked to the same shapes; AnnData: ``obsm`` DataFrames.
-    With ``copy`` the prediction table is returned and ``data`` is left untouched.
+    With ``copy`` the prediction table is returned and ``data`` is left untouched. The mean is ``X`` only (no
+    ``layers[key_added]`` copy of it, which doubled the table on disk); ``std=None`` (a baseline: no uncertainty)
+    writes no standard deviation at all, and an earlier one under the same key is removed.
     """
     import anndata as ad
 
+    std_key = f"{key_added}{K.STD_SUFFIX}"
     obs = table.obs.iloc[rows].copy()
     pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(list(genes))))
-    pred.layers[key_added] = mean
-    pred.layers[f"{key_added}{K.STD_SUFFIX}"] = std
+    if std is not None:
+        pred.layers[std_key] = std
     if K.SPATIAL_KEY in table.obsm:
         pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
     for key, values in (extra_obsm or {}).items():
@@ -299,7 +304,10 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy,
     if copy:
         return pred
     data.obsm[key_added] = _full_frame(mean, table, rows, genes)
-    data.obsm[f"{key_added}{K.STD_SUFFIX}"] = _full_frame(std, table, rows, genes)
+    if std is not None:
+        data.obsm[std_key] = _full_frame(std, table, rows, genes)
+    else:  # `overwrite=True` replaced a prediction that had one: do not leave its std beside the new mean
+        data.obsm.pop(std_key, None)
     data.uns[key_added] = uns
     return None
 

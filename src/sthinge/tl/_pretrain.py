@@ -1,7 +1,7 @@
 """``tl.pretrain_backbone``: pre-train a CellFM backbone by masked value modelling on expression-only data.
 
 The real CellFM weights are a gated download. This module trains a backbone of the same architecture and
-checkpoint format from scratch (CellFM's own objective, METHOD.md Part A §3.8) on expression that needs no
+checkpoint format from scratch (CellFM's own objective, see Method, :ref:`method-backbone`) on expression that needs no
 images (e.g. Her2ST sections without H&E, or any scRNA-seq table), in the input regime HINGE uses it in:
 a fixed gene panel whose every gene is a token (zeros included), with genes a section did not measure kept
 out of the inputs and the loss. The checkpoint is written by :func:`sthinge.io.save_cellfm`, so
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge import _constants as K
+from sthinge._docs import _doc
 from sthinge._logging import logg, quiet_lightning
 from sthinge._settings import check_accelerator
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
@@ -417,6 +418,7 @@ def _lightning_module_class():
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
+@_doc
 def pretrain_backbone(
     data: AnnData | SpatialData | Sequence[AnnData | SpatialData],
     *,
@@ -446,7 +448,7 @@ def pretrain_backbone(
 ) -> CellFM:
     """Pre-train a CellFM backbone from scratch by masked value modelling on expression-only data.
 
-    CellFM's objective (METHOD.md Part A §3.8; :func:`sthinge.models.cellfm.masked_value_loss`): in every spot
+    CellFM's objective (see Method, :ref:`method-backbone`; :func:`sthinge.models.masked_value_loss`): in every spot
     ⌊``mask_ratio``·n⌋ of its n measured tokens are chosen, 80 % of those get their value hidden behind the mask
     token, and the squared error of the value decoder and of the cell-wise decoder on the chosen genes is
     minimised. Inputs follow HINGE's regime rather than CellFM's: a fixed gene panel whose genes are all
@@ -488,8 +490,8 @@ def pretrain_backbone(
     seed
         Seed of the initialisation, the validation split, the batch order and the masks; the same seed gives
         the same weights on the same hardware.
-    section_key
-        obs column naming each spot's section (used with ``presence_key``).
+    %(section_key)s
+        Used with ``presence_key``.
     presence_key
         var column listing, comma separated, the sections that measured each gene (``"sections"``, written by
         the sthinge dataset loaders). Tables without it (or without ``section_key``) count every gene they
@@ -597,12 +599,9 @@ def pretrain_backbone(
 
     if precision is None:
         precision = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    show = settings.verbosity >= 2
-    callbacks = []
-    if show:
-        from sthinge.tl._fit import _Progress
-
-        callbacks.append(_Progress.make())
+    # one bar over the whole pre-training (elapsed < remaining) and a log line with the time left after epoch 1
+    total = max_epochs * len(train_dl) if max_steps is None else min(max_steps, max_epochs * len(train_dl))
+    callbacks = [_progress_callback(total, max_epochs)]
     with quiet_lightning():  # no start-up chatter from Lightning below verbosity 3
         trainer = pl.Trainer(
             max_epochs=max_epochs,
@@ -612,7 +611,7 @@ def pretrain_backbone(
             precision=precision,
             gradient_clip_val=gradient_clip_val,
             callbacks=callbacks,
-            enable_progress_bar=show,
+            enable_progress_bar=False,
             enable_model_summary=False,
             logger=False,
             enable_checkpointing=False,
@@ -671,6 +670,46 @@ def pretrain_backbone(
     logg.info(f"pretrain_backbone: {len(lit.history)} epoch(s) on {corpus.n} spots x {len(panel)} genes in "
               f"{runtime:.0f} s{losses}; saved {path}.")
     return model
+
+
+def _progress_callback(total_steps: int, max_epochs: int):
+    """A Lightning callback showing pre-training progress: one bar over all ``total_steps`` training steps with
+    the estimated time left (``sthinge._logging.progress``: hidden below verbosity 2), and after the first epoch
+    an INFO line with the estimate, which also reaches a log file where a bar does not."""
+    import lightning.pytorch as pl
+
+    from sthinge._logging import progress
+
+    class PretrainProgress(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+            self.bar = progress(None, total=total_steps, desc="pre-training backbone", unit="step")
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.bar.update(1)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            epoch = trainer.current_epoch + 1
+            self.bar.set_postfix_str(f"epoch {epoch}/{max_epochs}")
+            done = trainer.global_step
+            if epoch == 1 and 0 < done < total_steps:
+                took = time.perf_counter() - self.start
+                self.bar.clear()  # the log line on a line of its own, the bar below it
+                logg.info(f"pretrain_backbone: epoch 1 of {max_epochs} took {_duration(took)}; about "
+                          f"{_duration(took / done * (total_steps - done))} left.")
+                self.bar.refresh()
+
+        def on_train_end(self, trainer, pl_module):
+            self.bar.close()
+
+    return PretrainProgress()
+
+
+def _duration(seconds: float) -> str:
+    """``"45 s"``, ``"13 min"`` or ``"1.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _check_save_target(save: str | os.PathLike | None, name: str = "save", *, overwrite: bool = True) -> None:
@@ -784,6 +823,7 @@ def default_backbone(*, path: str | os.PathLike | None = None, rebuild: bool = F
         return path
     # the checkpoint is written after a long pre-training: refuse an unwritable destination now
     _check_save_target(None if default else path, name="path")
-    logg.info(f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}.")
+    logg.info(f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}; "
+              "this runs once (about 13 min on 2 CPU cores) and is cached for later runs.")
     pretrain_her2st(save=path, overwrite=True)  # absent, or `rebuild=True` asked for a new one
     return path

@@ -30,6 +30,18 @@ _VAL_METRICS = ("mse", "loss")
 # ----------------------------------------------------------------------------------------------------------
 # backbone resolution
 # ----------------------------------------------------------------------------------------------------------
+def _without_read_depth_tokens(net):
+    """HINGE reads only CLS and the gene tokens: a backbone with CellFM-80M's two read-depth tokens (``ST_emb``,
+    ``ST_enc``) is rebuilt without them, as the official HINGE code ignores them when loading the 80M weights."""
+    if not net.config.st_tokens:
+        return net
+    from sthinge.tl._model import _rebuild
+
+    logg.info("backbone: the read-depth tokens of the CellFM-80M weights (`ST_emb`, `ST_enc`) are not used by HINGE "
+              "(as in the official code); the backbone runs with its CLS and gene tokens only.")
+    return _rebuild(net, dataclasses.replace(net.config, st_tokens=False))
+
+
 def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
     """Return ``(CellFM, source)`` for a preset name (+ weights), a CellFM module, or a checkpoint path."""
     from sthinge.io._cellfm import load_cellfm
@@ -39,7 +51,7 @@ def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
     if isinstance(backbone, CellFM):
         if weights is not None:
             raise ValueError("`weights` is only used with a preset name for `backbone`; got a CellFM module.")
-        return _copy.deepcopy(backbone), {"kind": "weights", "name": backbone.config.name}
+        return _without_read_depth_tokens(_copy.deepcopy(backbone)), {"kind": "weights", "name": backbone.config.name}
     if isinstance(backbone, str) and backbone in PRESETS:
         if weights is None:
             logg.warning(
@@ -50,7 +62,7 @@ def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
         path = Path(weights)
         if not path.exists():
             raise FileNotFoundError(f"`weights` file {str(path)!r} not found.")
-        net = load_cellfm(path, preset=backbone)
+        net = _without_read_depth_tokens(load_cellfm(path, preset=backbone))
         return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path) if path.is_file() else ""}
     if isinstance(backbone, str) and backbone == "default":
         if weights is not None:
@@ -58,7 +70,7 @@ def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
         from sthinge.tl._pretrain import default_backbone
 
         path = default_backbone()  # cached; pre-trained once on Her2ST (patients other than C) when absent
-        net = load_cellfm(path)
+        net = _without_read_depth_tokens(load_cellfm(path))
         return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path)}
     if isinstance(backbone, str | os.PathLike):
         path = Path(backbone)
@@ -69,7 +81,7 @@ def _resolve_backbone(backbone: Any, weights: str | os.PathLike | None):
             )
         if weights is not None:
             raise ValueError("Pass either `backbone=<checkpoint path>` or `backbone=<preset>, weights=<path>`.")
-        net = load_cellfm(path)
+        net = _without_read_depth_tokens(load_cellfm(path))
         return net, {"kind": "file", "path": str(path.resolve()), "sha256": _sha256(path) if path.is_file() else ""}
     raise TypeError(f"`backbone` must be a preset name, a CellFM module or a path, got {type(backbone).__name__}.")
 

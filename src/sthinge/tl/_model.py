@@ -486,5 +486,8 @@ def _rebuild(net, config):
     from sthinge.models import CellFM
 
     new = CellFM(config)
-    new.load_state_dict(net.state_dict())
+    state = net.state_dict()
+    if net.config.st_tokens and not config.st_tokens:  # HINGE drops the 80M read-depth tokens (see `tl.fit`)
+        state = {k: v for k, v in state.items() if not k.startswith(("ST_emb", "ST_enc"))}
+    new.load_state_dict(state)
     return new

@@ -85,7 +85,7 @@ def cross_validate(
     layer: str | None = None,
     fit_kwargs: dict | None = None,
     predict_kwargs: dict | None = None,
-    metrics: Sequence[str] = ("pcc50", "pcc200", "mse", "mae", "ssim"),
+    metrics: Sequence[str] = ("pcc50", "pcc", "mse", "mae", "ssim"),
     rank_by: Literal["variance", "pcc"] = "variance",
     section_key: str = K.SECTION_KEY,
     seed: int = 0,

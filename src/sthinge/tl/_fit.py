@@ -539,8 +539,8 @@ def fit(
         A preset name (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``) together with ``weights=``, a
         :class:`sthinge.models.CellFM`, or the path of a backbone checkpoint (CellFM ``.ckpt``/``.pt`` or one
         written by sthinge). ``"default"``: sthinge's own offline backbone (:func:`sthinge.tl.default_backbone`,
-        pre-trained once on the Her2ST sections of patients other than C and cached; the first call takes about
-        13 minutes on 2 CPU cores). A preset without weights is randomly initialised (for tests only; a warning
+        pre-trained once on the Her2ST sections of patients other than C and cached; the first call takes 2-3
+        minutes on 2 idle CPU cores). A preset without weights is randomly initialised (for tests only; a warning
         says so).
     weights
         Local weights file of the preset.

@@ -824,6 +824,6 @@ def default_backbone(*, path: str | os.PathLike | None = None, rebuild: bool = F
     # the checkpoint is written after a long pre-training: refuse an unwritable destination now
     _check_save_target(None if default else path, name="path")
     logg.info(f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}; "
-              "this runs once (about 13 min on 2 CPU cores) and is cached for later runs.")
+              "this runs once (2-3 min on 2 idle CPU cores) and is cached for later runs.")
     pretrain_her2st(save=path, overwrite=True)  # absent, or `rebuild=True` asked for a new one
     return path

@@ -68,6 +68,18 @@ def quiet():
         yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module that asks for it (tiny models: as fast, and far faster on a busy machine,
+    with no spinning threads); the previous count comes back after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def _synthetic_session():
     import sthinge as st

@@ -17,14 +17,7 @@ _SECTION = re.compile(r"^(?P<title>[A-Z][A-Za-z ]*)\n-{3,}$", re.M)
 
 
 def _public_functions() -> list[tuple[str, object]]:
-    out = []
-    for name in MODULES:
-        module = importlib.import_module(name)
-        for attr in module.__all__:
-            obj = getattr(module, attr)
-            if inspect.isfunction(obj):
-                out.append((f"{name}.{attr}", obj))
-    return out
+    return [(name, obj) for name, obj in _public_objects() if inspect.isfunction(obj) and name.count(".") == 2]
 
 
 def _public_objects() -> list[tuple[str, object]]:

@@ -12,14 +12,15 @@ from sthinge import _constants as K
 
 @pytest.fixture(scope="session")
 def base():
+    threads, verbosity = torch.get_num_threads(), st.settings.verbosity
     torch.set_num_threads(1)
-    verbosity = st.settings.verbosity
     st.settings.verbosity = 0
     try:
         sdata = _prepared()
         model = st.tl.fit(sdata, **FIT, max_epochs=1)
     finally:
         st.settings.verbosity = verbosity
+        torch.set_num_threads(threads)
     return sdata, model
 
 
@@ -27,5 +28,7 @@ def base():
 def env(base, tmp_path):
     sdata, model = base
     fresh = _fresh(sdata)
-    torch.set_num_threads(1)
-    return Env(sdata=fresh, adata=fresh.tables[K.TABLE_KEY].copy(), model=model, tmp=tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; the count comes back after the test
+    yield Env(sdata=fresh, adata=fresh.tables[K.TABLE_KEY].copy(), model=model, tmp=tmp_path)
+    torch.set_num_threads(threads)

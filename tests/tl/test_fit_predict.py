@@ -26,15 +26,7 @@ FIT_KW = dict(backbone="tiny", embedding_key=EMB, train_sections=["S1", "S2"], b
               min_epochs=0, curriculum_epochs=1, val_metric="loss")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread is as fast, and far faster on a busy machine (no spinning threads)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ def _table(seed: int = 0, n_sections: int = 2, n_spots: int = 64, n_genes: int =
                                  seed=seed).tables[K.TABLE_KEY]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread is as fast, and far faster on a busy machine (no spinning threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

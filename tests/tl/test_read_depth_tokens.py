@@ -17,9 +17,8 @@ FIT = dict(embedding_key="synthetic_factors", max_epochs=1, min_epochs=0, batch_
 
 
 @pytest.fixture
-def data(monkeypatch):
+def data(monkeypatch, one_thread):
     monkeypatch.setattr(st.settings, "verbosity", 0)
-    torch.set_num_threads(1)
     sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=12, image=False, seed=0)
     st.pp.normalize(sdata)
     st.pp.select_genes(sdata, n_top=12, vocab="cellfm-80m")

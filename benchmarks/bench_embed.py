@@ -41,8 +41,8 @@ def ridge_loso(sdata, features: dict[str, np.ndarray], *, n_top: int = 300, k: i
     results = {name: {"pcc_var": [], "pcc_top": [], "n_genes": []} for name in features}
     for held in sections:
         train = [s for s in sections if s != held]
-        panel_table = st.pp.select_genes(sdata, train_sections=train, n_top=n_top, copy=True)
-        genes = panel_table.uns["sthinge_genes"]
+        panel_table = st.pp.select_genes(table, train_sections=train, n_top=n_top, copy=True)
+        genes = panel_table.uns["sthinge_genes"]["genes"]
         cols = table.var_names.get_indexer(genes)
         y = table.layers["sthinge_log1p"][:, cols]
         y = y.toarray() if sp.issparse(y) else np.asarray(y)

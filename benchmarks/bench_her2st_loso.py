@@ -1,7 +1,7 @@
 """Leave-one-section-out on Her2ST patient C: HINGE, its ablations and the regression baselines.
 
 Every method sees the same folds, the same gene panel per fold (``pp.select_genes`` on the training sections)
-and the same ``he-stats`` embeddings; HINGE and its ablations use the default backbone (``tl._pretrain.
+and the same ``he-stats`` embeddings; HINGE and its ablations use the default backbone (``tl._backbone.
 default_backbone()``, pre-trained on the Her2ST sections of the other patients, built once and cached).
 
 The work is split into *runs* (one method on one held-out section), each appended as one JSON line to
@@ -364,7 +364,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     st.settings.verbosity = 1
-    from sthinge.tl._pretrain import default_backbone
+    from sthinge.tl._backbone import default_backbone
 
     data_dir = os.environ.get("STHINGE_DATA_DIR")
     her2st_dir = Path(data_dir) / "her2st" if data_dir else None

@@ -3,7 +3,7 @@
 ``tl.predict`` samples spots in fixed chunks and writes into preallocated outputs, so the memory it needs beyond
 its outputs should not grow with the number of spots. For each N a fresh child process builds a synthetic AnnData
 (N spots, a ``cond_dim``-wide embedding) and a random-weight tiny-preset HINGE model, then runs ``tl.predict``
-(AnnData input, ``copy=True``) and reports
+(AnnData input, ``inplace=False``) and reports
 
 * ``rss_before``: resident memory just before ``predict`` (interpreter, torch, model, the input AnnData);
 * ``peak``: the highest resident memory *during* ``predict`` (Linux ``VmHWM`` after resetting it through
@@ -116,7 +116,8 @@ def child(args) -> dict:
     del emb, xy
 
     # warm-up on a few spots, so that lazy imports and one-off allocations are not charged to the first N
-    st.tl.predict(adata[:8].copy(), model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", copy=True)
+    st.tl.predict(adata[:8].copy(), model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu",
+                  inplace=False)
 
     import gc
 
@@ -124,7 +125,8 @@ def child(args) -> dict:
     before = _rss_bytes()
     exact = _reset_peak()
     t0 = time.perf_counter()
-    pred = st.tl.predict(adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", copy=True)
+    pred = st.tl.predict(adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu",
+                         inplace=False)
     seconds = time.perf_counter() - t0
     peak = _peak_bytes() if exact else _ru_maxrss_bytes()
     outputs = _nbytes(pred)
@@ -168,7 +170,7 @@ def _table(rows: list[dict], args) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores{', shared with other jobs' if args.shared else ''}"
         f"; Python {platform.python_version()}, torch {torch.__version__}; {datetime.date.today().isoformat()}.  \n"
         f"Tiny preset (2 x 64), random weights, G = {args.n_genes} genes, cond_dim = {args.cond_dim}, "
-        f"n_steps = {args.n_steps}, 1 sample, batch_size = {args.batch_size}, AnnData input, `copy=True`, "
+        f"n_steps = {args.n_steps}, 1 sample, batch_size = {args.batch_size}, AnnData input, `inplace=False`, "
         f"{'torch threads = ' + str(args.threads) if args.threads else 'default torch threads'}. MiB.\n\n"
         "| spots | predict (s) | spots/s | RSS before | peak in predict | outputs | overhead | input embedding | "
         "ru_maxrss |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"

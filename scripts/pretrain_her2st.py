@@ -3,7 +3,7 @@
 The real CellFM weights are a gated download; this script builds a stand-in of the same architecture and
 checkpoint format by CellFM's masked value modelling on the 29 expression-only Her2ST sections of patients
 A, B, D-H (patient C, whose sections carry the H&E images, is held out for evaluation). Settings:
-``sthinge.tl._pretrain.HER2ST_RECIPE``; see docs/pretraining.md.
+``sthinge.tl._backbone.HER2ST_RECIPE``; see docs/pretraining.md.
 
 Usage::
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from sthinge.tl._pretrain import HER2ST_RECIPE, default_backbone_path, pretrain_her2st
+from sthinge.tl._backbone import HER2ST_RECIPE, default_backbone_path, pretrain_her2st
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,7 @@ def test_vocab_lists():
 
     v80, v800 = cellfm_vocab(27855), cellfm_vocab("cellfm-800m")
     assert (len(v80), len(v800)) == (27855, 24078)
-    # ids differ between the two lists (METHOD.md Part A §2)
+    # ids differ between the two lists (docs/method.md, "The backbone: CellFM")
     assert cellfm_gene_ids(["A1BG", "A1CF", "GAPDH", "ACTB"], 27855) == [1, 3, 7125, 227]
     assert cellfm_gene_ids(["A1BG", "A1CF", "GAPDH", "ACTB"], 24078) == [1, 2, 6235, 207]
     with pytest.raises(KeyError, match="NOT-A-GENE"):

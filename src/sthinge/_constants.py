@@ -48,3 +48,6 @@ SAMPLES_SUFFIX = "_samples"  #: f"{PRED_KEY}{SAMPLES_SUFFIX}": individual sample
 # --- physical constants of the assays -------------------------------------------------------------------
 HER2ST_SPOT_DIAMETER_UM = 100.0
 HER2ST_SPOT_SPACING_UM = 200.0
+
+#: ``precision`` values accepted by ``tl.fit`` and ``tl.pretrain_backbone`` (None: bf16-mixed on a GPU that has it)
+PRECISIONS = (None, "32-true", "32", "bf16-mixed", "16-mixed", "64-true", "bf16-true")

@@ -246,7 +246,8 @@ def run_demo(
     matplotlib.use("Agg")
     import sthinge as st
     from sthinge._utils import _atomic_path
-    from sthinge.tl._pretrain import default_backbone, pretrain_backbone
+    from sthinge.tl._backbone import default_backbone
+    from sthinge.tl._pretrain import pretrain_backbone
 
     clock = _Clock(say)
     if synthetic:
@@ -274,7 +275,7 @@ def run_demo(
     st.pp.normalize(sdata)
     st.pp.select_genes(sdata, train_sections=train, vocab="cellfm-80m")
     table = sdata.tables[K.TABLE_KEY]
-    n_genes = len(table.uns[K.GENES_KEY])
+    n_genes = len(table.uns[K.GENES_KEY]["genes"])
     clock(f"normalised; gene panel of {n_genes} genes from the training sections")
 
     st.pp.embed_histology(sdata, encoder="he-stats")

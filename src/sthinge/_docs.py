@@ -35,7 +35,13 @@ section_key
     ``obs`` column naming each spot's section.""",
     "copy": """\
 copy
-    Return a modified copy of the table instead of writing into ``data``.""",
+    Leave ``data`` unchanged and return a modified copy of it, of the same type (SpatialData in, SpatialData out;
+    AnnData in, AnnData out). A SpatialData's copy holds copies of its tables and shapes and shares its images,
+    labels and points with ``data``; an existing output in the copy is replaced without ``overwrite``.""",
+    "inplace": """\
+inplace
+    Write the result into ``data`` and return ``None`` (default); with ``False``, write nothing into ``data`` and
+    return the new object instead (``overwrite`` is then not needed).""",
     "layer_lognorm": """\
 layer
     Layer of log-normalised expression (default: the layer :func:`sthinge.pp.normalize` wrote). Raw counts are

@@ -179,6 +179,27 @@ def _check_no_repeats(name: str, values, what: str = "section") -> None:
         raise ValueError(f"`{name}` names the {what}(s) {repeated} more than once; give each {what} once.")
 
 
+def _removed_keywords(**replacements: str):
+    """Decorator: a keyword the function no longer takes is a ``TypeError`` naming what replaces it.
+
+    ``@_removed_keywords(copy="pass `inplace=False` to get the prediction table")``. The signature, docstring
+    and annotations stay those of the function (``functools.wraps``).
+    """
+    import functools
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            for old, hint in replacements.items():
+                if old in kwargs:
+                    raise TypeError(f"{func.__name__}() no longer takes `{old}`: {hint}.")
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 def _check_choice(name: str, value: Any, choices) -> Any:
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}.")

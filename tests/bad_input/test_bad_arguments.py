@@ -481,6 +481,16 @@ def predict_unknown_table_key(env):
     return env.sdata, lambda: st.tl.predict(env.sdata, env.model, table_key="tbl")
 
 
+@case(TypeError, r"predict\(\) no longer takes `copy`: pass `inplace=False` to get the prediction table")
+def predict_removed_copy(env):
+    return env.sdata, lambda: st.tl.predict(env.sdata, env.model, n_steps=2, copy=True)
+
+
+@case(TypeError, r"`inplace` must be True or False, got 'no'")
+def predict_inplace_not_bool(env):
+    return env.sdata, lambda: st.tl.predict(env.sdata, env.model, n_steps=2, inplace="no")
+
+
 # (HingeModel.save / load and the io of CellFM backbones: see test_bad_model_files.py)
 
 
@@ -706,7 +716,7 @@ def test_select_genes_sparse_and_dense_agree(env):
     a.layers["sthinge_log1p"] = sp.csr_matrix(_dense(a.layers["sthinge_log1p"]))
     st.pp.select_genes(a, n_top=6)
     st.pp.select_genes(b, n_top=6)
-    assert a.uns[K.GENES_KEY] == b.uns[K.GENES_KEY] and len(a.uns[K.GENES_KEY]) > 0
+    assert a.uns[K.GENES_KEY]["genes"] == b.uns[K.GENES_KEY]["genes"] and len(a.uns[K.GENES_KEY]["genes"]) > 0
 
 
 def test_fit_accepts_sparse_layer_and_float64_embedding(env, monkeypatch):
@@ -726,8 +736,8 @@ def test_predict_accepts_frame_and_float64_embedding(env):
     a = env.adata.copy()
     b = env.adata.copy()
     b.obsm[EMB] = pd.DataFrame(a.obsm[EMB].astype(np.float64), index=b.obs_names)
-    pa = st.tl.predict(a, env.model, n_steps=3, n_samples=2, seed=1, copy=True)
-    pb = st.tl.predict(b, env.model, n_steps=3, n_samples=2, seed=1, copy=True)
+    pa = st.tl.predict(a, env.model, n_steps=3, n_samples=2, seed=1, inplace=False)
+    pb = st.tl.predict(b, env.model, n_steps=3, n_samples=2, seed=1, inplace=False)
     np.testing.assert_array_equal(pa.X, pb.X)
 
 

@@ -16,6 +16,7 @@ from bad_input_suite import assert_unchanged, snapshot
 import sthinge.datasets
 import sthinge.datasets._her2st
 import sthinge.tl
+import sthinge.tl._backbone
 import sthinge.tl._pretrain
 from sthinge._cli import build_parser, main
 from sthinge._demo import CLI_NAMES, REPORT_FILES, check_demo_args, run_demo
@@ -29,7 +30,7 @@ def _work_started(*args, **kwargs):
 def no_work(monkeypatch, tmp_path):
     """Every step of the demo that reads data, downloads or trains fails the test; the cwd is a fresh folder."""
     for module, name in ((sthinge.datasets, "synthetic"), (sthinge.datasets, "her2st"), (sthinge.tl, "fit"),
-                         (sthinge.datasets._her2st, "_download"), (sthinge.tl._pretrain, "default_backbone"),
+                         (sthinge.datasets._her2st, "_download"), (sthinge.tl._backbone, "default_backbone"),
                          (sthinge.tl._pretrain, "pretrain_backbone")):
         monkeypatch.setattr(module, name, _work_started)
     cwd = tmp_path / "cwd"

@@ -124,9 +124,15 @@ def grid_key_added_names_a_table(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="table")
 
 
-@case(ValueError, r"`table_key` 'S2_image' is the name of the existing image element 'S2_image'")
-def grid_table_key_names_an_image(env):
-    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", table_key="S2_image")
+@case(ValueError, r"`table_key_added` 'S2_image' is the name of the existing image element 'S2_image'")
+def grid_table_key_added_names_an_image(env):
+    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", table_key_added="S2_image")
+
+
+@case(TypeError, r"make_grid\(\) no longer takes `table_key`: it named the table written, which is now "
+                 r"`table_key_added=`")
+def grid_old_table_key(env):
+    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", table_key="S1_grid_table")
 
 
 @case(ValueError, r"`key_added` 's1_IMAGE' is the name of the existing image element 'S1_image'")
@@ -140,10 +146,12 @@ def grid_existing_shapes_without_overwrite(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", spacing_um=150.0)
 
 
-@case(ValueError, r"`table_key` 'S1_grid_table': the table 'S1_grid_table' already exists; pass `overwrite=True`")
+@case(ValueError, r"`table_key_added` 'S1_grid_table': the table 'S1_grid_table' already exists; pass "
+                  r"`overwrite=True`")
 def grid_existing_table_without_overwrite(env):
     st.pp.make_grid(env.sdata, "S1_image", spacing_um=200.0)
-    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="g2", table_key="S1_grid_table")
+    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="g2",
+                                              table_key_added="S1_grid_table")
 
 
 @case(ValueError, r"`key_added` 'S1_spots' names shapes that table 'table' annotates; replacing them would detach")
@@ -268,10 +276,11 @@ def _never(*args, **kwargs):
 
 
 def test_unwritable_cache_fails_before_pretraining(env, monkeypatch):
-    import sthinge.tl._pretrain as P
+    import sthinge.tl._backbone as P
+    import sthinge.tl._corpus as C
 
     monkeypatch.setattr(st.settings, "_cachedir", _unwritable())
-    monkeypatch.setattr(P, "_build_corpus", _never)  # the data and training
+    monkeypatch.setattr(C, "_build_corpus", _never)  # the data and training
     monkeypatch.setattr(P, "pretrain_her2st", _never)
     run_case(env, lambda e: (e.sdata, lambda: st.tl.pretrain_backbone(e.sdata, max_epochs=1)),
              PermissionError, _CACHE_BACKBONES)
@@ -359,8 +368,8 @@ def test_grid_overwrite_replaces_an_earlier_grid(env):
     st.pp.make_grid(env.sdata, "S1_image", spacing_um=120.0, overwrite=True)
     fine = env.sdata.tables["S1_grid_table"]
     assert fine.n_obs > coarse and len(env.sdata.shapes["S1_grid"]) == fine.n_obs
-    # copy=True writes nothing into `data`, so an existing grid needs no `overwrite`
-    out = st.pp.make_grid(env.sdata, "S1_image", spacing_um=200.0, copy=True)
+    # inplace=False writes nothing into `data`, so an existing grid needs no `overwrite`
+    out = st.pp.make_grid(env.sdata, "S1_image", spacing_um=200.0, inplace=False)
     assert out.tables["S1_grid_table"].n_obs == coarse
 
 

@@ -244,22 +244,22 @@ def test_embed_reads_image_forms_as_uint8(env, sthinge_log, form):
 
 def test_embed_reads_float_pyramid_as_uint8(env, sthinge_log):
     """The SpatialData path: a multiscale float image holding 0..255 embeds as the uint8 image does."""
-    want = st.pp.embed_histology(env.sdata, copy=True)
+    want = st.pp.embed_histology(env.sdata, copy=True).tables["table"]
     for key in ("S1_image", "S2_image"):
         _set_image(env.sdata, key, _pixels(env.sdata, key).astype(np.float32), scale_factors=[2])
     sthinge_log.clear()
-    got = st.pp.embed_histology(env.sdata, copy=True)
+    got = st.pp.embed_histology(env.sdata, copy=True).tables["table"]
     np.testing.assert_array_equal(got.obsm[EMBEDDING], want.obsm[EMBEDDING])
     assert got.uns[EMBEDDING]["value_range"] == {"S1": "0-255 (float)", "S2": "0-255 (float)"}
     assert len(_image_messages(sthinge_log, "S1_image")) == 1
 
 
 def test_make_grid_reads_float_0_255_as_uint8(env, sthinge_log):
-    reference = st.pp.make_grid(env.sdata, "S1_image", spacing_um=60.0, copy=True)
+    reference = st.pp.make_grid(env.sdata, "S1_image", spacing_um=60.0, inplace=False)
     img = _pixels(env.sdata, "S1_image")
     _set_image(env.sdata, "S1_image", img.astype(np.float32))
     sthinge_log.clear()
-    out = st.pp.make_grid(env.sdata, "S1_image", spacing_um=60.0, copy=True)
+    out = st.pp.make_grid(env.sdata, "S1_image", spacing_um=60.0, inplace=False)
     want, got = reference.tables["S1_grid_table"], out.tables["S1_grid_table"]
     assert 0 < got.n_obs < (300 / (60.0 / 4.0)) ** 2  # tissue only: some grid points, not all
     np.testing.assert_array_equal(got.obsm["spatial"], want.obsm["spatial"])

@@ -174,18 +174,18 @@ def test_all_zero_genes_are_left_out_of_the_panel(env, n_top):
     for gene in zero:
         _with_zero_gene(a, gene)
     st.pp.select_genes(a, n_top=n_top)
-    panel = list(a.uns[K.GENES_KEY])
+    panel = list(a.uns[K.GENES_KEY]["genes"])
     assert panel and not set(zero) & set(panel)
-    assert a.uns[f"{K.GENES_KEY}_params"]["n_zero"] == len(zero)
+    assert a.uns[K.GENES_KEY]["params"]["n_zero"] == len(zero)
     # the same panel as from the same data without those genes
     rest = a[:, [g for g in a.var_names if g not in zero]].copy()
     st.pp.select_genes(rest, n_top=n_top)
-    assert rest.uns[K.GENES_KEY] == panel
+    assert rest.uns[K.GENES_KEY]["genes"] == panel
 
 
 def test_genes_without_expression_on_the_training_sections_are_left_out(env):
     a = _with_zero_gene(env.adata, "ORC6", sections=["S1"])
     st.pp.select_genes(a, n_top=12, train_sections=["S1"])
-    assert "ORC6" not in a.uns[K.GENES_KEY] and len(a.uns[K.GENES_KEY]) == 11
+    assert "ORC6" not in a.uns[K.GENES_KEY]["genes"] and len(a.uns[K.GENES_KEY]["genes"]) == 11
     st.pp.select_genes(a, n_top=12)  # expressed on S2, so a gene of the panel over both sections
-    assert "ORC6" in a.uns[K.GENES_KEY]
+    assert "ORC6" in a.uns[K.GENES_KEY]["genes"]

@@ -3,8 +3,8 @@ unless the user passes ``overwrite=True``; ``key_added`` never names the table b
 input embedding, not even with ``overwrite=True``.
 
 Each refusal names the thing and the flag, is raised before any work, and leaves the user's object (or file) exactly
-as it was. The tests at the end check that ``overwrite=True`` and ``copy=True`` do what they say, with the same
-result as writing afresh.
+as it was. The tests at the end check that ``overwrite=True``, ``copy=True`` and ``inplace=False`` do what they say,
+with the same result as writing afresh.
 """
 
 from __future__ import annotations
@@ -213,20 +213,20 @@ def test_bad_input(env, make, exc, match):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# what overwrite=True and copy=True do: the same result as writing afresh
+# what overwrite=True, copy=True and inplace=False do: the same result as writing afresh
 # ---------------------------------------------------------------------------------------------------------------
 def test_predict_overwrite_replaces_with_the_fresh_result(env):
-    fresh = st.tl.predict(env.sdata, env.model, copy=True, **PRED)
+    fresh = st.tl.predict(env.sdata, env.model, inplace=False, **PRED)
     st.tl.predict(env.sdata, env.model, n_steps=3, seed=5)  # a different earlier prediction
     st.tl.predict(env.sdata, env.model, overwrite=True, **PRED)
     np.testing.assert_array_equal(env.sdata.tables[K.PRED_KEY].X, fresh.X)
     np.testing.assert_array_equal(env.sdata.tables[K.PRED_KEY].layers["sthinge_std"], fresh.layers["sthinge_std"])
 
 
-def test_predict_copy_needs_no_overwrite_and_changes_nothing(env):
+def test_predict_not_inplace_needs_no_overwrite_and_changes_nothing(env):
     sdata = _with_prediction(env)
     before = snapshot(sdata)
-    pred = st.tl.predict(sdata, env.model, copy=True, **PRED)
+    pred = st.tl.predict(sdata, env.model, inplace=False, **PRED)
     assert_unchanged(before, sdata)
     np.testing.assert_array_equal(pred.X, sdata.tables[K.PRED_KEY].X)
 

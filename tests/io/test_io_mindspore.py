@@ -1,4 +1,4 @@
-"""MindSpore ``.ckpt`` reader/writer (METHOD.md Part A §7)."""
+"""MindSpore ``.ckpt`` reader/writer (CellFM's published checkpoint format)."""
 
 from __future__ import annotations
 
@@ -52,11 +52,12 @@ def _value_boundaries(data: bytes) -> set[int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the byte layout of METHOD.md §7
+# the byte layout of a MindSpore checkpoint
 
 
 def test_byte_prefix_matches_method(tmp_path):
-    # METHOD.md quotes `0a 43 | 0a 08 "gene_emb" | 12 37 | 08 11 08 08 | 12 07 "Float32" | 1a 28 <40 bytes>`.
+    # A MindSpore checkpoint of one Float32 tensor starts
+    # `0a 43 | 0a 08 "gene_emb" | 12 37 | 08 11 08 08 | 12 07 "Float32" | 1a 28 <40 bytes>`.
     # The lengths are consistent (T = 4 + 9 + 2 + 40 = 55 = 0x37, V = 10 + 2 + 55 = 67 = 0x43), so 40 bytes of
     # Float32 content = 10 elements: the dims must multiply to 10, e.g. [5, 2] -> `08 05 08 02`.
     x = np.arange(10, dtype=np.float32).reshape(5, 2)

@@ -18,7 +18,7 @@ def test_poly_auto_exponent_and_counts_match_the_official_scheduler():
     assert round(s.exponent, 3) == 1.354
     assert s.n_masked_table[0] == 0 and s.n_masked_table[50] == 200
     assert s.n_masked_table[49] == 199  # the first reverse step reveals K_tail = 1 gene
-    assert s.t_cap() == 7 and s.n_masked_table[7] == 36  # METHOD.md Part B §2.8
+    assert s.t_cap() == 7 and s.n_masked_table[7] == 36  # the warm-start cap (docs/method.md, "Training")
     assert round(MaskSchedule(100).exponent, 3) == 1.177 and round(MaskSchedule(300).exponent, 3) == 1.458
     assert MaskSchedule(50).exponent == 1.05 and MaskSchedule(10**9).exponent == 4.0  # clipped
     assert MaskSchedule(30, kind="linear").exponent == 1.0

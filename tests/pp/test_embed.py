@@ -78,11 +78,12 @@ def small():
 def test_he_stats_default_and_copy(small):
     sdata = small
     before = _snapshot(sdata)
-    out = st.pp.embed_histology(sdata, copy=True)
-    x = out.obsm["X_he-stats"]
+    out = st.pp.embed_histology(sdata, copy=True)  # a copy of the SpatialData, with the embedding
+    assert type(out) is type(sdata) and out is not sdata
+    x = out.tables["table"].obsm["X_he-stats"]
     assert x.dtype == np.float32 and x.shape == (sdata.tables["table"].n_obs, 104)
     assert np.isfinite(x).all() and (x.std(0) > 0).sum() > 70
-    assert len(out.uns["X_he-stats"]["feature_names"]) == 104
+    assert len(out.tables["table"].uns["X_he-stats"]["feature_names"]) == 104
     assert _snapshot(sdata) == before
     assert st.pp.embed_histology(sdata, key_added="emb", batch_size=30, num_workers=1) is None
     np.testing.assert_allclose(sdata.tables["table"].obsm["emb"], x, rtol=1e-4, atol=1e-4)

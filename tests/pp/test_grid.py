@@ -17,17 +17,19 @@ def test_grid_over_tissue_then_embed(sdata):
     step = np.diff(np.unique(xy[:, 0]))
     np.testing.assert_allclose(step, 180.0 / meta["mpp"])
     # the synthetic tissue is a rounded square: the corners (background) get no pseudo-spot
-    full = st.pp.make_grid(sdata, "S1_image", spacing_um=180.0, tissue_only=False, copy=True)
+    full = st.pp.make_grid(sdata, "S1_image", spacing_um=180.0, tissue_only=False, inplace=False)
     assert full.tables["S1_grid_table"].n_obs > table.n_obs
     st.pp.embed_histology(sdata, table_key="S1_grid_table", encoder="he-stats", batch_size=128)
     assert table.obsm["X_he-stats"].shape == (table.n_obs, 104)
 
 
-def test_grid_copy_and_errors(sdata):
+def test_grid_not_inplace_and_errors(sdata):
     before = _snapshot(sdata)
-    out = st.pp.make_grid(sdata, "S2_image", spacing_um=200.0, spot_diameter_um=55.0, copy=True, key_added="g")
+    out = st.pp.make_grid(sdata, "S2_image", spacing_um=200.0, spot_diameter_um=55.0, inplace=False, key_added="g")
     assert _snapshot(sdata) == before and "g" not in sdata.shapes
-    assert set(out.shapes) == {"g"} and set(out.tables) == {"g_table"}
+    assert set(out.shapes) == {"g"} and set(out.tables) == {"g_table"} and set(out.images) == {"S2_image"}
+    named = st.pp.make_grid(sdata, "S2_image", spacing_um=200.0, inplace=False, table_key_added="g_spots")
+    assert set(named.shapes) == {"S2_grid"} and set(named.tables) == {"g_spots"}
     mpp = out.tables["g_table"].uns["sthinge_sections"]["S2"]["mpp"]
     assert out.shapes["g"]["radius"].iloc[0] == pytest.approx(27.5 / mpp)
     with pytest.raises(KeyError, match="image_key"):
@@ -40,3 +42,15 @@ def test_grid_copy_and_errors(sdata):
     with pytest.raises(ValueError, match="mpp"):
         st.pp.make_grid(sdata, "S1_image")
     assert "S1_grid" not in sdata.shapes
+
+
+def test_grid_removed_keywords_name_their_replacement(sdata):
+    """`table_key` (the table read, everywhere else) and `copy` are refused with the new name, before any work."""
+    before = _snapshot(sdata)
+    with pytest.raises(TypeError, match="table_key_added"):
+        st.pp.make_grid(sdata, "S1_image", table_key="t")
+    with pytest.raises(TypeError, match="inplace=False"):
+        st.pp.make_grid(sdata, "S1_image", copy=True)
+    with pytest.raises(TypeError, match="inplace"):
+        st.pp.make_grid(sdata, "S1_image", inplace="no")
+    assert _snapshot(sdata) == before

@@ -27,12 +27,32 @@ def test_log2_raw_dense(adata):
 
 
 def test_copy_semantics(sdata):
+    """copy=True: a normalised copy of the same type (SpatialData in, SpatialData out); the original unchanged."""
+    from spatialdata import SpatialData
+
     before = _snapshot(sdata)
     out = st.pp.normalize(sdata, copy=True)
-    assert "sthinge_log1p" in out.layers
+    assert isinstance(out, SpatialData) and out is not sdata
+    assert "sthinge_log1p" in out.tables["table"].layers and "sthinge_normalize" in out.tables["table"].uns
+    assert sorted(out.images) == sorted(sdata.images) and sorted(out.shapes) == sorted(sdata.shapes)
     assert _snapshot(sdata) == before
+    assert "sthinge_log1p" not in sdata.tables["table"].layers
     assert st.pp.normalize(sdata) is None
     assert "sthinge_log1p" in sdata.tables["table"].layers
+    # a copy needs no `overwrite`, and writes into the copy only
+    again = st.pp.normalize(sdata, transform="log2_raw", copy=True)
+    assert again.tables["table"].uns["sthinge_normalize"]["transform"] == "log2_raw"
+    assert sdata.tables["table"].uns["sthinge_normalize"]["transform"] == "log1p_cp10k"
+
+
+def test_copy_semantics_anndata(adata):
+    from anndata import AnnData
+
+    raw = adata.X.copy()
+    out = st.pp.normalize(adata, copy=True)
+    assert isinstance(out, AnnData) and out is not adata
+    assert "sthinge_log1p" in out.layers and "sthinge_log1p" not in adata.layers
+    assert "sthinge_normalize" not in adata.uns and (adata.X != raw).nnz == 0
 
 
 @pytest.mark.parametrize(

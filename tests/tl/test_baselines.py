@@ -55,7 +55,10 @@ def test_ridge_recovers_linear_relation_on_held_out_section():
     res = evaluate(sdata, pred_key="ridge", metrics=["pcc10", "mse"])
     assert list(res.index) == ["S3"]
     assert res.loc["S3", "pcc10"] > 0.99 and res.loc["S3", "mse"] < 1e-2
-    assert "unc_spearman" not in res.columns  # no uncertainty from a regression
+    # a Gaussian std from held-out residuals: evaluate reports the calibration of its intervals
+    assert res.loc["S3", "interval_method"] == "gaussian" and res.loc["S3", "crps_method"] == "gaussian"
+    assert np.isfinite(res.loc["S3", ["coverage90", "crps", "width90"]].astype(float)).all()
+    assert model.params["std_method"] == "section-folds:2"
 
 
 def test_baseline_output_has_the_predict_format():
@@ -66,8 +69,11 @@ def test_baseline_output_has_the_predict_format():
     pred = sdata.tables["knn_pred"]
     assert list(pred.var_names) == model.genes and pred.shape == (36, 12)
     assert np.isfinite(pred.X).all() and pred.X.shape == (36, 12)
-    # the mean is X alone (no copy of it in a layer); a regression has no uncertainty, so no std at all
-    assert "knn_pred" not in pred.layers and "knn_pred" + K.STD_SUFFIX not in pred.layers
+    # the mean is X alone (no copy of it in a layer); the Gaussian std per gene, the same for every spot
+    assert "knn_pred" not in pred.layers
+    std = pred.layers["knn_pred" + K.STD_SUFFIX]
+    np.testing.assert_allclose(std, np.broadcast_to(model.resid_std, (36, 12)))
+    assert (model.resid_std > 0).all()
     assert (pred.obs[K.SECTION_KEY] == "S3").all()
     attrs = pred.uns["spatialdata_attrs"]
     assert attrs["region"] in ("S3_spots", ["S3_spots"]) and attrs["instance_key"] == K.INSTANCE_KEY
@@ -80,15 +86,17 @@ def test_baseline_output_has_the_predict_format():
     mean = adata.obsm["knn"]
     assert list(mean.columns) == model.genes and mean.shape == (108, 12)
     assert mean.iloc[:72].isna().all().all() and np.isfinite(mean.iloc[72:].to_numpy()).all()
-    assert "knn" + K.STD_SUFFIX not in adata.obsm
+    std = adata.obsm["knn" + K.STD_SUFFIX]
+    assert list(std.columns) == model.genes and std.iloc[:72].isna().all().all()
     res = evaluate(adata, pred_key="knn", metrics=["pcc10"])
-    assert list(res.index) == ["S3"] and res.loc["S3", "pcc10"] > 0.5 and "coverage90" not in res
-    # replacing a prediction that had a std leaves no stale std beside the baseline's mean
-    adata.obsm["knn" + K.STD_SUFFIX] = adata.obsm["knn"].copy()
+    assert list(res.index) == ["S3"] and res.loc["S3", "pcc10"] > 0.5 and "coverage90" in res
+    # a model without a std (e.g. built by hand) writes none, and leaves no stale std beside its mean
+    model.resid_std = None
     predict_baseline(adata, model, sections=["S3"], overwrite=True)
     assert "knn" + K.STD_SUFFIX not in adata.obsm
-    # copy=True returns the table and writes nothing
-    out = predict_baseline(sdata, model, sections=["S3"], key_added="other", copy=True)
+    assert "coverage90" not in evaluate(adata, pred_key="knn", metrics=["pcc10"])
+    # inplace=False returns the table and writes nothing
+    out = predict_baseline(sdata, model, sections=["S3"], key_added="other", inplace=False)
     assert out.shape == (36, 12) and "other" not in sdata.tables
 
 
@@ -176,3 +184,58 @@ def test_cross_validate_hinge_one_fold(monkeypatch):
     assert _snapshot(sdata) == before
     assert list(cv.index) == ["S3"] and cv.loc["S3", "method"] == "hinge"
     assert np.isfinite(cv.loc["S3", "mse"]) and cv.loc["S3", "coverage90_method"] == "gaussian"
+
+
+def _linear_gaussian_adata(n_sections=6, n_spots=150, n_genes=8, dim=5, noise=0.5, seed=0):
+    """AnnData whose log expression is linear in the embedding plus Gaussian noise of known SD."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    n = n_sections * n_spots
+    emb = rng.normal(size=(n, dim)).astype(np.float32)
+    weights = rng.uniform(0.2, 1.0, size=(dim, n_genes))
+    expr = 10.0 + emb @ weights + rng.normal(0.0, noise, size=(n, n_genes))
+    obs = pd.DataFrame({K.SECTION_KEY: np.repeat([f"S{i + 1}" for i in range(n_sections)], n_spots)},
+                       index=[f"spot{i}" for i in range(n)])
+    adata = ad.AnnData(X=expr.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
+    adata.layers[K.NORM_LAYER] = expr.astype(np.float32)
+    adata.uns[K.UNS_NORMALIZE] = {"key_added": K.NORM_LAYER, "transform": "log1p_cp10k"}
+    adata.uns[K.GENES_KEY] = list(adata.var_names)
+    adata.obsm[EMB] = emb
+    return adata
+
+
+def test_ridge_gaussian_std_covers_held_out_spots():
+    """Linear-Gaussian data: ridge's std (held-out residuals) is about the noise SD and its 90 % interval covers
+    about 90 % of the spots of an unseen section."""
+    adata = _linear_gaussian_adata()
+    train = ["S1", "S2", "S3", "S4", "S5"]
+    model = fit_baseline(adata, method="ridge", embedding_key=EMB, train_sections=train)
+    assert model.params["std_method"] == "section-folds:5"
+    np.testing.assert_allclose(model.resid_std, 0.5, rtol=0.1)
+    predict_baseline(adata, model, sections=["S6"])
+    res = evaluate(adata, pred_key="ridge", metrics=["mse"])
+    assert 0.85 <= res.loc["S6", "coverage90"] <= 0.95
+    assert res.loc["S6", "interval_method"] == "gaussian"
+    # the std is laid out for a later per-gene calibration factor
+    model.std_scale = np.full(model.n_genes, 2.0)
+    np.testing.assert_allclose(model.predict_std_array(3), np.broadcast_to(2 * model.resid_std, (3, model.n_genes)))
+
+
+@pytest.mark.parametrize("method", ["knn", "mlp"])
+def test_knn_and_mlp_get_a_held_out_std(method):
+    adata = _linear_gaussian_adata(n_sections=3, n_spots=60, n_genes=4)
+    kwargs = {"n_neighbors": [5, 10]} if method == "knn" else {"hidden_layer_sizes": (8,), "max_iter": 30}
+    model = fit_baseline(adata, method=method, embedding_key=EMB, train_sections=["S1", "S2"], **kwargs)
+    assert model.resid_std.shape == (4,) and (model.resid_std > 0).all()
+    assert model.params["std_method"] == ("section-folds:2" if method == "knn" else "section-folds:1")
+    predict_baseline(adata, model, sections=["S3"])
+    res = evaluate(adata, pred_key=method, metrics=["mse"])
+    assert 0.0 < res.loc["S3", "coverage90"] <= 1.0 and np.isfinite(res.loc["S3", "crps"])
+
+
+def test_single_section_uses_random_spot_folds():
+    adata = _linear_gaussian_adata(n_sections=1, n_spots=200, n_genes=3)
+    model = fit_baseline(adata, method="ridge", embedding_key=EMB)
+    assert model.params["std_method"] == "spot-folds:5"
+    np.testing.assert_allclose(model.resid_std, 0.5, rtol=0.2)

@@ -1,7 +1,7 @@
 """Data-parallel training: ``tl.fit(devices=2)`` through Lightning's DDP, on CPU with 2 gloo processes.
 
 ``ddp_spawn`` trains in two worker processes; the trained weights (Lightning sends rank 0's back), the history
-and the best epoch (``tl._fit._collect_worker_results``, which also raises if the ranks disagree) must reach the
+and the best epoch (``tl._train._collect_worker_results``, which also raises if the ranks disagree) must reach the
 ``HingeModel`` returned in this process. Starting the workers (each imports torch and Lightning) dominates the
 runtime, hence ``slow``.
 """
@@ -80,7 +80,7 @@ def test_ddp_spawn_two_cpu_processes(tmp_path, monkeypatch):
     assert checked > len(frozen_before) // 2  # the key mapping found the backbone (most of it is kept as is)
 
     # the model predicts in this process
-    pred = st.tl.predict(sdata, model, n_steps=3, sections=["S3"], copy=True)
+    pred = st.tl.predict(sdata, model, n_steps=3, sections=["S3"], inplace=False)
     assert pred.shape == (64, len(model.genes))
     assert np.isfinite(pred.X).all()
     assert f"{K.PRED_KEY}{K.STD_SUFFIX}" in pred.layers and EMB in sdata.tables[K.TABLE_KEY].obsm

@@ -255,3 +255,156 @@ def test_compare_per_gene_tables():
     res = compare(good, bad.iloc[::-1], metric="pcc", alternative="greater")
     assert res["n"] == 6 and res["median_diff"] > 0
     assert res["pvalue"] == pytest.approx(1 / 64)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# calibration: intervals at several levels, widths, CRPS
+# ----------------------------------------------------------------------------------------------------------
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+def test_gaussian_intervals_cover_their_nominal_level():
+    """Truth drawn from the predicted Gaussian: each central interval covers its level (wrong z-scores fail)."""
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(10)
+    n, G = 4000, 5
+    mean = rng.uniform(1, 4, size=(n, G))
+    std = rng.uniform(0.2, 1.5, size=(n, G))
+    truth = mean + std * rng.normal(size=(n, G))
+    res = evaluate(_adata(truth, mean, std=std), metrics=["mse"])
+    row = res.loc["A"]
+    for level in LEVELS:
+        label = f"{100 * level:g}"
+        assert abs(row[f"coverage{label}"] - level) < 0.03, (level, row[f"coverage{label}"])
+        z = norm.ppf(0.5 + level / 2)
+        assert row[f"width{label}"] == pytest.approx(2 * z * std.mean(), rel=1e-5)
+    assert row["interval_method"] == "gaussian" and row["coverage90_method"] == "gaussian"
+    assert row["crps_method"] == "gaussian" and np.isfinite(row["crps"])
+    genes = evaluate(_adata(truth, mean, std=std), metrics=["mse"], per_gene=True)
+    assert {"coverage50", "coverage95", "width80", "crps", "unc_spearman"} <= set(genes.columns)
+    assert genes["coverage90"].between(0.87, 0.93).all()
+
+
+def test_crps_from_samples_matches_the_gaussian_closed_form():
+    from sthinge.tl._intervals import crps_gaussian, crps_samples
+
+    rng = np.random.default_rng(11)
+    n, S, G = 300, 1000, 2
+    mean = rng.uniform(1, 4, size=(n, G))
+    std = rng.uniform(0.3, 1.0, size=(n, G))
+    truth = mean + std * rng.normal(size=(n, G))
+    samples = mean[:, None, :] + std[:, None, :] * rng.normal(size=(n, S, G))
+    closed = crps_gaussian(mean, std, truth)
+    from_samples = crps_samples(samples, truth, axis=1)
+    assert from_samples.mean() == pytest.approx(closed.mean(), rel=0.02)
+    # the energy form by brute force on a few samples: E|X - y| - 1/2 E|X - X'| over pairs i != j
+    x, y = rng.normal(size=7), 0.3
+    brute = np.abs(x - y).mean() - 0.5 * np.abs(x[:, None] - x[None, :]).sum() / (7 * 6)
+    assert crps_samples(x[None, :], np.array([y]))[0] == pytest.approx(brute)
+    # evaluate uses the samples when there are samples, else the closed form
+    with_samples = evaluate(_adata(truth, mean, std=std, samples=samples), metrics=["mse"])
+    gaussian = evaluate(_adata(truth, mean, std=std), metrics=["mse"])
+    assert with_samples.loc["A", "crps_method"] == "samples" and gaussian.loc["A", "crps_method"] == "gaussian"
+    assert with_samples.loc["A", "crps"] == pytest.approx(gaussian.loc["A", "crps"], rel=0.02)
+    assert gaussian.loc["A", "crps"] == pytest.approx(closed.mean())
+    # a proper score: the truth's own distribution beats an overconfident one
+    sharp = evaluate(_adata(truth, mean, std=std / 4), metrics=["mse"])
+    assert sharp.loc["A", "crps"] > gaussian.loc["A", "crps"]
+
+
+def test_crps_of_a_point_prediction_is_the_absolute_error():
+    from sthinge.tl._intervals import crps_gaussian, crps_samples
+
+    rng = np.random.default_rng(12)
+    truth = rng.uniform(0, 3, size=(20, 3))
+    mean = truth + rng.normal(size=(20, 3))
+    samples = np.repeat(mean[:, None, :], 5, axis=1)  # zero spread
+    np.testing.assert_allclose(crps_samples(samples, truth, axis=1), np.abs(mean - truth))
+    np.testing.assert_allclose(crps_samples(samples[:, :1], truth, axis=1), np.abs(mean - truth))  # one sample
+    np.testing.assert_allclose(crps_gaussian(mean, np.zeros_like(mean), truth), np.abs(mean - truth))
+    res = evaluate(_adata(truth, mean, std=np.zeros_like(mean), samples=samples, width=5), metrics=["mae"])
+    assert res.loc["A", "crps"] == pytest.approx(res.loc["A", "mae"])
+    assert res.loc["A", "width90"] == 0
+
+
+def test_interval_layer_names_round_trip():
+    from sthinge.tl._intervals import (
+        interval_layer_names,
+        interval_quantiles,
+        level_label,
+        quantile_from_name,
+        quantile_name,
+    )
+
+    expected = {0.5: ("q25", "q75"), 0.8: ("q10", "q90"), 0.9: ("q05", "q95"), 0.95: ("q025", "q975")}
+    for level, (lo, hi) in expected.items():
+        assert interval_layer_names("sthinge", level) == (f"sthinge_{lo}", f"sthinge_{hi}")
+        names = interval_layer_names("my_pred", level)
+        q_lo, q_hi = (quantile_from_name(name) for name in names)
+        assert (q_lo, q_hi) == interval_quantiles(level)
+        assert q_hi - q_lo == pytest.approx(level) and q_lo + q_hi == pytest.approx(1.0)
+    for q in (0.001, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.975, 0.999, 0.1 + 0.2):
+        assert quantile_from_name(quantile_name(q)) == pytest.approx(q, abs=1e-12)
+    assert quantile_name(0.1 + 0.2) == "q30" and quantile_name(0.9) == "q90"
+    assert [level_label(lv) for lv in (0.5, 0.9, 0.975)] == ["50", "90", "97.5"]
+    with pytest.raises(ValueError, match="quantile name"):
+        quantile_from_name("sthinge_std")
+
+
+def test_intervals_from_quantile_layers_then_samples_then_gaussian():
+    n, S = 4, 101
+    truth = np.array([[0.0], [10.0], [50.0], [96.0]])
+    samples = np.broadcast_to(np.arange(S, dtype=float)[None, :, None], (n, S, 1)).copy()
+    mean = samples.mean(1)
+    a = _adata(truth, mean, std=samples.std(1), samples=samples, width=2)
+    res = evaluate(a, metrics=["mse"])
+    assert res.loc["A", "interval_method"] == "samples"
+    assert res.loc["A", "coverage50"] == pytest.approx(0.25)  # [25, 75] holds 50 only
+    assert res.loc["A", "width50"] == pytest.approx(50.0) and res.loc["A", "width90"] == pytest.approx(90.0)
+    # quantile layers written with the prediction take precedence for their level
+    names = list(a.obsm[K.PRED_KEY].columns)
+    lo = pd.DataFrame(np.full((n, 1), -1.0), index=a.obs_names, columns=names)
+    a.obsm[K.PRED_KEY + "_q05"], a.obsm[K.PRED_KEY + "_q95"] = lo, lo + 100.0  # [-1, 99]: all four inside
+    res = evaluate(a, metrics=["mse"])
+    assert res.loc["A", "coverage90"] == 1.0 and res.loc["A", "width90"] == pytest.approx(100.0)
+    assert res.loc["A", "coverage90_method"] == "layers"
+    assert res.loc["A", "interval_method"] == "samples(50,80,95)+layers(90)"
+    # without samples, the other levels are Gaussian
+    del a.obsm[K.PRED_KEY + K.SAMPLES_SUFFIX]
+    res = evaluate(a, metrics=["mse"], levels=[0.9, 0.5])
+    assert res.loc["A", "interval_method"] == "layers(90)+gaussian(50)"
+    assert "coverage80" not in res and list(res.attrs["levels"]) == [0.9, 0.5]
+
+
+def test_quantile_layers_of_a_prediction_table():
+    """SpatialData: quantile layers of the prediction table (what tl.predict writes) give the intervals."""
+    import sthinge as st
+    from sthinge.pp._normalize import normalize
+    from sthinge.tl._baselines import fit_baseline, predict_baseline
+    from sthinge.tl._intervals import interval_layer_names
+
+    sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=4, image=False, seed=0)
+    normalize(sdata)
+    table = sdata.tables[K.TABLE_KEY]
+    table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
+    table.uns[K.GENES_KEY] = list(table.var_names)
+    predict_baseline(sdata, fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"]), sections=["S2"],
+                     key_added="pred")
+    pred = sdata.tables["pred"]
+    lo, hi = interval_layer_names("pred", 0.95)
+    pred.layers[lo], pred.layers[hi] = np.asarray(pred.X) - 1e3, np.asarray(pred.X) + 1e3
+    res = evaluate(sdata, pred_key="pred", metrics=["mse"])
+    assert res.loc["S2", "coverage95"] == 1.0 and res.loc["S2", "width95"] == pytest.approx(2e3)
+    assert res.loc["S2", "interval_method"] == "gaussian(50,80,90)+layers(95)"
+
+
+@pytest.mark.parametrize(
+    ("levels", "err"),
+    [([1.5], ValueError), ([0.0], ValueError), ([0.9, 1.0], ValueError), ([90], ValueError), ([], ValueError),
+     (["0.9"], ValueError), ("0.9", TypeError), ([float("nan")], ValueError)],
+)
+def test_bad_levels_name_the_argument(levels, err):
+    a = _adata(np.ones((4, 1)), np.ones((4, 1)), std=np.ones((4, 1)), width=2)
+    with pytest.raises(err, match="`levels`"):
+        evaluate(a, levels=levels)

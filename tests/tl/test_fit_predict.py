@@ -43,7 +43,7 @@ def test_fit_history_and_frozen_backbone(trained):
     assert losses[-1] < losses[0]
     vals = [h["val"] for h in model.history]
     assert min(vals[1:]) < vals[0]
-    assert model.genes == sdata.tables[K.TABLE_KEY].uns[K.GENES_KEY]
+    assert model.genes == sdata.tables[K.TABLE_KEY].uns[K.GENES_KEY]["genes"]
     # only the new parameters train
     frozen = [n for n, p in model.module.named_parameters() if not p.requires_grad]
     assert any(n.startswith("retentionblocks.0.attn") for n in frozen)
@@ -76,11 +76,33 @@ def test_squidpy_runs_on_prediction(trained):
     import squidpy as sq
 
     sdata, model = trained
-    pred = st.tl.predict(sdata, model, n_steps=3, sections=["S3"], copy=True)
+    pred = st.tl.predict(sdata, model, n_steps=3, sections=["S3"], inplace=False)
     sq.gr.spatial_neighbors(pred, coord_type="generic", n_neighs=4)
     sq.gr.spatial_autocorr(pred, mode="moran", genes=list(pred.var_names[:5]), n_perms=None, n_jobs=1)
     assert "moranI" in pred.uns
     assert pred.uns["moranI"].shape[0] == 5
+
+
+def test_predict_not_inplace_returns_the_table_and_writes_nothing(trained):
+    """`inplace=False` returns the prediction table (an AnnData, also for SpatialData) and leaves `data` as it is;
+    the removed `copy` is a TypeError naming `inplace`."""
+    from anndata import AnnData
+
+    sdata, model = trained
+    tables, table = sorted(sdata.tables), sdata.tables[K.TABLE_KEY]
+    uns, obsm = sorted(table.uns), sorted(table.obsm)
+    pred = st.tl.predict(sdata, model, n_steps=2, sections="S3", key_added="trial", inplace=False)
+    assert isinstance(pred, AnnData) and pred.shape == (64, len(model.genes))
+    assert pred.uns["trial"]["source_table"] == K.TABLE_KEY
+    assert sorted(sdata.tables) == tables and sorted(table.uns) == uns and sorted(table.obsm) == obsm
+    adata = table.copy()
+    out = st.tl.predict(adata, model, n_steps=2, sections="S3", key_added="trial", inplace=False)
+    assert isinstance(out, AnnData) and out.n_obs == 64 and "trial" not in adata.obsm and "trial" not in adata.uns
+    with pytest.raises(TypeError, match="inplace=False"):
+        st.tl.predict(sdata, model, n_steps=2, copy=True)
+    with pytest.raises(TypeError, match="`inplace`"):
+        st.tl.predict(sdata, model, n_steps=2, inplace="no")
+    assert sorted(sdata.tables) == tables
 
 
 def test_save_load_identical_predictions(trained, tmp_path):
@@ -88,19 +110,19 @@ def test_save_load_identical_predictions(trained, tmp_path):
     path = model.save(tmp_path / "model")
     loaded = st.tl.HingeModel.load(path)
     assert loaded.genes == model.genes and loaded.embedding_key == model.embedding_key
-    a = st.tl.predict(sdata, model, n_steps=4, n_samples=2, sections="S3", seed=7, copy=True)
-    b = st.tl.predict(sdata, loaded, n_steps=4, n_samples=2, sections="S3", seed=7, copy=True)
+    a = st.tl.predict(sdata, model, n_steps=4, n_samples=2, sections="S3", seed=7, inplace=False)
+    b = st.tl.predict(sdata, loaded, n_steps=4, n_samples=2, sections="S3", seed=7, inplace=False)
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.layers["sthinge_std"], b.layers["sthinge_std"])
-    c = st.tl.predict(sdata, loaded, n_steps=4, n_samples=2, sections="S3", seed=8, copy=True)
+    c = st.tl.predict(sdata, loaded, n_steps=4, n_samples=2, sections="S3", seed=8, inplace=False)
     assert not np.array_equal(a.X, c.X)
     assert len(loaded.history) == len(model.history)
 
 
 def test_predict_result_does_not_depend_on_the_batch_size(trained):
     sdata, model = trained
-    auto = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, copy=True)  # batch_size=None
-    small = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, batch_size=3, copy=True)
+    auto = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, inplace=False)  # batch_size=None
+    small = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=1, batch_size=3, inplace=False)
     np.testing.assert_allclose(auto.X, small.X, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(auto.layers["sthinge_std"], small.layers["sthinge_std"], rtol=1e-5, atol=1e-5)
 
@@ -122,7 +144,7 @@ def _held_out_pcc(sdata, model, sections) -> float:
     table = sdata.tables[K.TABLE_KEY]
     rows = np.flatnonzero(table.obs[K.SECTION_KEY].isin(sections))
     truth, _ = _expression(table, None, model.genes, rows)
-    pred = st.tl.predict(sdata, model, n_steps=10, n_samples=2, sections=sections, seed=0, copy=True).X
+    pred = st.tl.predict(sdata, model, n_steps=10, n_samples=2, sections=sections, seed=0, inplace=False).X
     return float(np.nanmean([np.corrcoef(truth[:, g], pred[:, g])[0, 1] for g in range(truth.shape[1])]))
 
 
@@ -302,10 +324,10 @@ def test_predict_compile_falls_back_to_eager(trained, monkeypatch, caplog):
     logger = logging.getLogger("sthinge")
     logger.addHandler(caplog.handler)
     try:
-        got = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, copy=True, compile=True)
+        got = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, inplace=False, compile=True)
     finally:
         logger.removeHandler(caplog.handler)
-    want = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, copy=True)
+    want = st.tl.predict(sdata, model, n_steps=3, n_samples=2, sections="S3", seed=5, inplace=False)
     assert calls == [1]
     np.testing.assert_array_equal(got.X, want.X)
     np.testing.assert_array_equal(got.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"], want.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"])
@@ -335,8 +357,8 @@ def test_predict_compile_uses_the_compiled_model(trained, monkeypatch):
         return Wrapped()
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    got = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, copy=True, compile=True)
-    want = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, copy=True)
+    got = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, inplace=False, compile=True)
+    want = st.tl.predict(sdata, model, n_steps=3, sections="S3", seed=5, inplace=False)
     assert used and set(used) == {64}  # every model call went through the compiled module (64 spots of S3)
     np.testing.assert_array_equal(got.X, want.X)
     assert bool(got.uns[K.PRED_KEY]["compiled"]) is True
@@ -345,4 +367,4 @@ def test_predict_compile_uses_the_compiled_model(trained, monkeypatch):
 def test_predict_compile_must_be_bool(trained):
     sdata, model = trained
     with pytest.raises(TypeError, match="`compile`"):
-        st.tl.predict(sdata, model, n_steps=2, copy=True, compile="yes")
+        st.tl.predict(sdata, model, n_steps=2, inplace=False, compile="yes")

@@ -11,7 +11,9 @@ import torch
 
 import sthinge as st
 from sthinge import _constants as K
-from sthinge.tl._pretrain import _batch_tensors, _build_corpus, _loss, _tokens, _var_to_vocab, pretrain_backbone
+from sthinge.tl._corpus import _batch_tensors, _build_corpus, _tokens, _var_to_vocab
+from sthinge.tl._corpus import masked_loss as _loss
+from sthinge.tl._pretrain import pretrain_backbone
 
 EMB = "X_factors"
 TINY = dict(preset="tiny", batch_size=32, lr=3e-3)
@@ -67,7 +69,7 @@ def test_checkpoint_reloads_bit_identically(pretrained):
     # CellFM key names, as real weights
     assert "gene_emb" in a and "encoder.1.attn.q_proj.weight" in a and "value_dec.w2.weight" in a
     genes = net.sthinge_pretrain["genes"]
-    assert genes == list(sdata.tables[K.TABLE_KEY].uns[K.GENES_KEY])  # default panel: the pp.select_genes one
+    assert genes == list(sdata.tables[K.TABLE_KEY].uns[K.GENES_KEY]["genes"])  # default panel: the pp.select_genes one
     ids = torch.as_tensor(st._vocab.cellfm_gene_ids(genes), dtype=torch.long).expand(4, -1)
     values = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) * 3
     pad = torch.zeros(ids.shape, dtype=torch.bool)
@@ -246,7 +248,7 @@ def test_bad_data():
 
 
 def test_default_backbone_reuses_cache(monkeypatch, tmp_path):
-    from sthinge.tl import _pretrain
+    from sthinge.tl import _backbone as _pretrain
 
     calls = []
     monkeypatch.setattr(_pretrain, "pretrain_her2st", lambda **kw: calls.append(kw))
@@ -284,7 +286,7 @@ def test_fit_with_the_default_backbone(monkeypatch, tmp_path):
     """``tl.fit(backbone="default")`` uses the public ``tl.default_backbone()`` checkpoint, referenced by path."""
     from sthinge.io import save_cellfm
     from sthinge.models import CellFM
-    from sthinge.tl import _pretrain
+    from sthinge.tl import _backbone as _pretrain
 
     torch.manual_seed(0)
     net = CellFM.from_preset("tiny")

@@ -252,11 +252,11 @@ def test_same_seed_same_weights_and_predictions(data, uninterrupted):
     other = st.tl.fit(data, **{**FIT, "seed": 6}, max_epochs=4)
     assert any(not torch.equal(_state(other)[n], _state(model)[n]) for n in trainable)
 
-    a = st.tl.predict(data, model, n_steps=4, n_samples=2, seed=3, copy=True)
-    b = st.tl.predict(data, again, n_steps=4, n_samples=2, seed=3, copy=True)
+    a = st.tl.predict(data, model, n_steps=4, n_samples=2, seed=3, inplace=False)
+    b = st.tl.predict(data, again, n_steps=4, n_samples=2, seed=3, inplace=False)
     np.testing.assert_array_equal(a.X, b.X)
     np.testing.assert_array_equal(a.layers["sthinge_std"], b.layers["sthinge_std"])
-    c = st.tl.predict(data, model, n_steps=4, n_samples=2, seed=4, copy=True)
+    c = st.tl.predict(data, model, n_steps=4, n_samples=2, seed=4, inplace=False)
     assert not np.array_equal(a.X, c.X)
 
 
@@ -298,10 +298,10 @@ def _assert_same_checkpoint(a: Path, b: Path) -> None:
 
 
 def test_resume_after_keyboard_interrupt_is_exact(data, uninterrupted, tmp_path, monkeypatch):
-    from sthinge.tl._fit import _lightning_module_class
+    from sthinge.tl._train import HingeLightning
 
     model, last_full = uninterrupted
-    cls = _lightning_module_class()
+    cls = HingeLightning
     step = cls.training_step
 
     def interrupted_step(self, batch, batch_idx):
@@ -376,10 +376,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, two_epochs, tmp_pat
 
 def test_nan_weights_at_epoch_end_are_not_checkpointed(data, two_epochs, tmp_path, monkeypatch):
     """A finite loss but weights that turned NaN in the last step of an epoch: that epoch is not saved."""
-    from sthinge.tl._fit import _lightning_module_class
+    from sthinge.tl._train import HingeLightning
 
     reference, steps_per_epoch = two_epochs
-    cls = _lightning_module_class()
+    cls = HingeLightning
 
     def poison(self, outputs, batch, batch_idx):
         if self.global_step == 3 * steps_per_epoch:  # after the last optimizer step of the third epoch
@@ -421,7 +421,7 @@ def test_predict_halves_the_batch_on_oom(data, uninterrupted, monkeypatch, caplo
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(module, cond, batch_size=batch_size, **kwargs)
 
-    kw = dict(n_steps=4, n_samples=2, seed=11, copy=True)
+    kw = dict(n_steps=4, n_samples=2, seed=11, inplace=False)
     logger = logging.getLogger("sthinge")
     logger.addHandler(caplog.handler)
     monkeypatch.setattr(st.settings, "verbosity", 1)  # the warnings are logged

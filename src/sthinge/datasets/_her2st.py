@@ -6,11 +6,15 @@ import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg, progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spatialdata import SpatialData
 
 HER2ST_SECTIONS: tuple[str, ...] = tuple(
     [f"{p}{i}" for p in "ABCD" for i in range(1, 7) if f"{p}{i}" != "B4"]
@@ -165,7 +169,7 @@ def _read_section(root: Path, section: str):
     )
 
 
-def her2st(sections: str | Sequence[str] | None = None, *, path: str | os.PathLike | None = None):
+def her2st(sections: str | Sequence[str] | None = None, *, path: str | os.PathLike | None = None) -> SpatialData:
     """Load Her2ST sections as one SpatialData object.
 
     Legacy spatial transcriptomics of HER2-positive breast tumours (8 patients A–H; 100 µm spots on a 200 µm

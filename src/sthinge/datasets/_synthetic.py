@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from sthinge import _constants as K
 from sthinge._utils import _check_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spatialdata import SpatialData
 
 # optical densities of haematoxylin and eosin (Ruifrok & Johnston), RGB
 _H_OD = np.array([0.65, 0.70, 0.29])
@@ -31,7 +36,7 @@ def synthetic(
     n_genes: int = 60,
     image: bool = True,
     seed: int = 0,
-):
+) -> SpatialData:
     """Generate a small Her2ST-like SpatialData in memory, with expression driven by the image.
 
     Every section is a square grid of spots 200 µm apart (100 µm diameter, as in legacy ST) over a

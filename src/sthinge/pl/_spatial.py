@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
 
 _MAX_SIDE = 1500  # longest side (pixels) of the image level drawn under the spots
+_WIDTH_KEY = re.compile(r"^(?P<base>.+)_width(?P<label>\d+(?:\.\d+)?)$")  # "<prediction>_width90"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -39,10 +41,11 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
                 table_key: str | None):
     """Return ``(source table, {key: (rows, (n, G) values)}, {key: (kind, prediction, transform)})``.
 
-    Rows are positions in the source table; kind is ``"truth"``, ``"mean"``, ``"std"`` or ``"error"``; transform
+    Rows are positions in the source table; kind is ``"truth"``, ``"mean"``, ``"std"``, ``"error"`` or
+    ``"width<L>"`` (the width of the central interval at L %); transform
     is the normalisation of the values (``"log1p_cp10k"``, ``"log2_raw"`` or ``""`` where unknown).
     """
-    from sthinge.tl._evaluate import _dense, _load_prediction, _truth_layer
+    from sthinge.tl._evaluate import _dense, _has_uncertainty, _intervals, _load_prediction, _truth_layer
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     loaded: dict[str, Any] = {}
@@ -66,10 +69,15 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
             plan.append((key, "mean", key))
         elif key.endswith(K.STD_SUFFIX) and _has_prediction(data, key[: -len(K.STD_SUFFIX)]):
             plan.append((key, "std", key[: -len(K.STD_SUFFIX)]))
+        elif (width := _WIDTH_KEY.match(key)) and _has_prediction(data, width["base"]):
+            if not 0 < float(width["label"]) < 100:
+                raise KeyError(f"`keys`: {key!r} asks for the interval width at {width['label']} %; the level must lie "
+                               "strictly between 0 and 100 (e.g. '<prediction>_width90').")
+            plan.append((key, f"width{width['label']}", width["base"]))
         else:
             raise KeyError(
-                f"`keys`: {key!r} is neither 'truth', 'error', a prediction nor '<prediction>{K.STD_SUFFIX}' "
-                f"(`pred_key` is {pred_key!r})."
+                f"`keys`: {key!r} is neither 'truth', 'error', a prediction, '<prediction>{K.STD_SUFFIX}' nor "
+                f"'<prediction>_width<L>' (e.g. 'sthinge_width90'; `pred_key` is {pred_key!r})."
             )
     source = None
     meta: dict[str, tuple[str, str | None, str]] = {}
@@ -85,6 +93,14 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
             if p.std is None:
                 raise KeyError(f"`keys`: the prediction {base!r} has no standard deviation ({key!r}).")
             out[key] = (p.rows, p.std)
+        elif kind.startswith("width"):
+            level = float(kind.removeprefix("width")) / 100.0
+            found = _intervals(p, [level]) if _has_uncertainty(p) else {}
+            if not found:
+                raise KeyError(f"`keys`: the prediction {base!r} has no std, samples or quantile layers for an "
+                               f"interval ({key!r}).")
+            lo, hi, _ = found[level]
+            out[key] = (p.rows, hi - lo)
         else:
             out[key] = (p.rows, np.abs(p.mean - p.truth))
     if any(kind == "truth" for _, kind, _ in plan):
@@ -239,10 +255,10 @@ def spatial(
     """Plot measured, predicted and uncertainty maps of genes as spots over the section's H&E.
 
     For each gene one row of panels, one per entry of ``keys``, titled by what they show (``"measured"``,
-    ``"predicted mean"``, ``"predicted SD"``, ``"absolute error"``; a prediction other than ``pred_key`` is named in
-    brackets) under the section's name. Spots are drawn as circles of their true size (from
-    ``uns["sthinge_sections"]``: spot diameter / micrometres per pixel, else the shapes' radius) with a thin white
-    edge, over a lightened, downsampled level of the section's image placed in the same pixel frame as
+    ``"predicted mean"``, ``"predicted SD"``, ``"absolute error"``, ``"90 % interval width"``; a prediction other
+    than ``pred_key`` is named in brackets) under the section's name. Spots are drawn as circles of their true size
+    (from ``uns["sthinge_sections"]``: spot diameter / micrometres per pixel, else the shapes' radius) with a thin
+    white edge, over a lightened, downsampled level of the section's image placed in the same pixel frame as
     ``obsm["spatial"]``. The measured and every predicted mean of a gene share one colour scale, so they can be
     compared by eye; uncertainty and error maps have their own. Every scale runs from the 1st to the 99th
     percentile of its values, so single outlier spots do not flatten the rest (the colourbar's arrows show values
@@ -258,7 +274,9 @@ def spatial(
     keys
         What to draw, in order: ``"truth"`` (the measured log expression), the name of a prediction (its mean,
         e.g. ``"sthinge"`` or ``"ridge"``), ``"<prediction>_std"`` (its standard deviation), ``"error"`` (absolute
-        error of ``pred_key``).
+        error of ``pred_key``), ``"<prediction>_width<L>"`` (the width of its central L % interval, e.g.
+        ``"sthinge_width90"``: from the quantile layers, the samples or mean +- z SD, as in
+        :func:`sthinge.tl.evaluate`).
     section
         Section to draw (value of ``obs[section_key]``); default the first section that was predicted.
     pred_key
@@ -416,7 +434,10 @@ def _extend(values: np.ndarray, norm) -> str:
 
 def _panel_title(kind: str, base: str | None, pred_key: str) -> str:
     """What a panel shows, in words; a prediction other than ``pred_key`` is named in brackets."""
-    name = {"truth": "measured", "mean": "predicted mean", "std": "predicted SD", "error": "absolute error"}[kind]
+    if kind.startswith("width"):
+        name = f"{kind.removeprefix('width')} % interval width"
+    else:
+        name = {"truth": "measured", "mean": "predicted mean", "std": "predicted SD", "error": "absolute error"}[kind]
     return name if base is None or base == pred_key else f"{name} ({base})"
 
 
@@ -425,5 +446,6 @@ def _colorbar_label(kind: str, transform: str) -> str:
     unit = _UNITS.get(transform, transform.replace("_", " ") if transform else "")
     if kind in ("truth", "mean"):
         return f"expression ({unit})" if unit else "expression"
-    what = "SD over samples" if kind == "std" else "|predicted - measured|"
+    what = ("SD over samples" if kind == "std" else "upper - lower bound" if kind.startswith("width")
+            else "|predicted - measured|")
     return f"{what} ({unit})" if unit else what

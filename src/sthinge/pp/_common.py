@@ -10,6 +10,7 @@ from sthinge._utils import _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
+    from spatialdata import SpatialData
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -26,13 +27,44 @@ def _check_key(name: str, value: Any, *, optional: bool = False) -> str | None:
     return value
 
 
-def _table_for(data, table_key: str | None, copy: bool) -> tuple[AnnData, AnnData]:
-    """Return ``(source_table, target_table)``: the same object unless ``copy``, then a copy of it."""
+def _copy_data(data: AnnData | SpatialData) -> AnnData | SpatialData:
+    """A copy of ``data`` of the same type, for ``copy=True``: whatever sthinge writes into it leaves ``data`` as it is.
+
+    An AnnData is copied whole. A SpatialData gets copies of its tables and shapes and shares its images, labels and
+    points with ``data`` (sthinge never writes them, and copying would load lazily read images into memory).
+    """
+    from anndata import AnnData
+
+    if isinstance(data, AnnData):
+        return data.copy()
+    import copy as _copy
+
+    from spatialdata import SpatialData, deepcopy
+
+    extra = {"attrs": _copy.deepcopy(dict(data.attrs))} if getattr(data, "attrs", None) is not None else {}
+    return SpatialData(
+        images=dict(data.images), labels=dict(data.labels), points=dict(data.points),
+        shapes={k: deepcopy(v) for k, v in data.shapes.items()},
+        tables={k: v.copy() for k, v in data.tables.items()}, **extra,
+    )
+
+
+def _table_for(
+    data: AnnData | SpatialData, table_key: str | None, copy: bool
+) -> tuple[AnnData, AnnData, AnnData | SpatialData | None]:
+    """Return ``(source_table, target_table, copied_data)`` for the ``copy`` rule of the ``pp`` functions.
+
+    Without ``copy``: ``(table, table, None)``, the function writes into ``data``. With ``copy``: the target is the
+    same table of :func:`_copy_data`'s copy of ``data``, returned third (the function returns it).
+    """
     copy = _check_bool("copy", copy)
     if table_key is not None and not isinstance(table_key, str):
         raise TypeError(f"`table_key` must be a string or None, got {type(table_key).__name__}.")
-    table, _ = _resolve_table(data, table_key)
-    return table, (table.copy() if copy else table)
+    table, key = _resolve_table(data, table_key)
+    if not copy:
+        return table, table, None
+    out = _copy_data(data)
+    return table, (out if key is None else out.tables[key]), out
 
 
 def _section_labels(table: AnnData, section_key: str) -> np.ndarray:

@@ -77,7 +77,7 @@ def embed_histology(
     overwrite: bool = False,
     num_workers: int = 0,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Embed the H&E tile under every spot with a frozen histology encoder.
 
     For each spot a square tile of ``tile_size_um`` micrometres centred on the spot is read lazily from the
@@ -143,7 +143,8 @@ def embed_histology(
 
     Returns
     -------
-    ``None``, or the modified table if ``copy=True``. Writes
+    ``None``; with ``copy=True`` the modified copy of ``data`` (a SpatialData for a SpatialData). Writes, into the
+    table:
 
     - ``obsm[key_added]``: float32 ``(n_spots, dim)`` embeddings;
     - ``uns[key_added]``: the settings — ``encoder``, ``weights``, ``dim``, ``tile_size_um``, ``input_size``,
@@ -196,7 +197,7 @@ def embed_histology(
     key_added = _check_key("key_added", key_added, optional=True) or K.embedding_key(name)
     dev = settings.resolve_device(device)
 
-    source, table = _table_for(data, table_key, copy)
+    source, table, copied = _table_for(data, table_key, copy)
     if key_added == K.SPATIAL_KEY:
         raise ValueError(f"`key_added` {key_added!r} names the spot coordinates `obsm['spatial']`; they are never "
                          "replaced. Choose another name.")
@@ -274,4 +275,4 @@ def embed_histology(
         settings_out["feature_names"] = list(encoders[0].feature_names)
     table.uns[key_added] = settings_out
     logg.info(f"embed_histology: wrote obsm[{key_added!r}] ({source.n_obs} x {dim}).")
-    return table if copy else None
+    return copied

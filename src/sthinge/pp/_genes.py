@@ -115,7 +115,7 @@ def select_genes(
     table_key: str | None = None,
     key_added: str = K.GENES_KEY,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Select the gene panel: HMHVG genes of the training sections within the CellFM vocabulary.
 
     The panel follows HINGE/Stem: among genes that are in the vocabulary and measured in **every** training
@@ -159,18 +159,19 @@ def select_genes(
         Extra ``{previous symbol: vocabulary symbol}`` mappings, tried before the built-in renames.
     %(table_key)s
     key_added
-        Key of the var column and uns entries written.
+        Key of the var column and the uns entry written.
     %(copy)s
 
     Returns
     -------
-    ``None``, or the modified table if ``copy=True``. Writes
+    ``None``; with ``copy=True`` the modified copy of ``data`` (a SpatialData for a SpatialData). Writes, into the
+    table:
 
     - ``var[key_added]``: bool, whether the gene is in the panel;
     - ``var[f"{key_added}_symbol"]``: the vocabulary symbol each gene maps to (``""`` where none);
-    - ``uns[key_added]``: the panel as a list of **var names**, in CellFM vocabulary order (= ascending CellFM
-      gene id) when a CellFM vocabulary is used, else in the table's var order;
-    - ``uns[f"{key_added}_params"]``: the parameters, the vocabulary symbols of the panel in the same order
+    - ``uns[key_added]["genes"]``: the panel as a list of **var names**, in CellFM vocabulary order (= ascending
+      CellFM gene id) when a CellFM vocabulary is used, else in the table's var order;
+    - ``uns[key_added]["params"]``: the parameters, the vocabulary symbols of the panel in the same order
       (``"symbols"``), the renames used (``"renamed"``) and the numbers of genes dropped at each step
       (``"n_not_in_vocab"``, ``"n_duplicate"``, ``"n_absent"``, ``"n_zero"`` (no expression on the training
       spots), ``"n_not_top"``).
@@ -180,7 +181,7 @@ def select_genes(
     >>> import sthinge as st
     >>> sdata = st.datasets.synthetic(n_sections=3, n_spots=36, n_genes=40)
     >>> st.pp.select_genes(sdata, train_sections=["S1", "S2"], n_top=20)
-    >>> panel = sdata.tables["table"].uns["sthinge_genes"]
+    >>> panel = sdata.tables["table"].uns["sthinge_genes"]["genes"]
     """
     n_top = _check_int("n_top", n_top, low=1)
     key_added = _check_key("key_added", key_added)
@@ -188,7 +189,7 @@ def select_genes(
     if aliases is not None and not isinstance(aliases, Mapping):
         raise TypeError(f"`aliases` must be a dict {{previous symbol: symbol}} or None, got {type(aliases).__name__}.")
     vocab_symbols, vocab_name = _resolve_vocab(vocab)
-    source, table = _table_for(data, table_key, copy)
+    source, table, copied = _table_for(data, table_key, copy)
     if source.n_obs == 0 or source.n_vars == 0:
         what = "spots (the table has 0 rows)" if source.n_obs == 0 else "genes (the table has 0 columns)"
         raise ValueError(f"`data` has no {what}; cannot select a gene panel.")
@@ -335,8 +336,7 @@ def select_genes(
     flag[chosen] = True
     table.var[key_added] = flag
     table.var[f"{key_added}_symbol"] = [m if (m is not None and ok[i]) else "" for i, m in enumerate(mapped)]
-    table.uns[key_added] = [str(table.var_names[i]) for i in chosen]
-    table.uns[f"{key_added}_params"] = {
+    params = {
         "method": "explicit" if genes is not None else "hmhvg",
         "n_top": n_top,
         "vocab": vocab_name,
@@ -354,10 +354,14 @@ def select_genes(
         "n_not_top": int(n_not_top),
         "n_genes": int(chosen.size),
     }
+    table.uns[key_added] = {"genes": [str(table.var_names[i]) for i in chosen], "params": params}
+    old = table.uns.get(f"{key_added}_params")  # an older sthinge kept the parameters beside the panel
+    if isinstance(old, Mapping) and {"symbols", "n_genes"} <= set(old):
+        del table.uns[f"{key_added}_params"]
     logg.info(
         f"select_genes: {chosen.size} genes in the panel from {n_input}: dropped {n_not_in_vocab} not in the "
         f"{vocab_name} vocabulary ({len(renamed)} renamed to fit), {n_dup} duplicate, {n_absent} absent from some "
         f"training section, {n_zero} without expression on the training spots, {n_not_top} not in the top {n_top} "
         "by both mean and variance."
     )
-    return table if copy else None
+    return copied

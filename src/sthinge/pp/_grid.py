@@ -8,7 +8,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _check_float, _check_overwrite, _is_spatialdata
+from sthinge._utils import _check_float, _check_overwrite, _is_spatialdata, _removed_keywords
 from sthinge.pp._common import _check_bool, _check_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,11 +27,11 @@ def _image_mpp(sdata, image_key: str) -> float | None:
     return None
 
 
-def _check_element_names(sdata, *, key_added: str, table_key: str, overwrite) -> None:
+def _check_element_names(sdata, *, key_added: str, table_key_added: str, overwrite) -> None:
     """Where ``make_grid`` writes: no clash with an element of another type; an existing grid only with overwrite."""
     elements = {"image": sdata.images, "labels": sdata.labels, "points": sdata.points, "shapes": sdata.shapes,
                 "table": sdata.tables}
-    for arg, name, own in (("key_added", key_added, "shapes"), ("table_key", table_key, "table")):
+    for arg, name, own in (("key_added", key_added, "shapes"), ("table_key_added", table_key_added, "table")):
         for kind, items in elements.items():
             for existing in items:
                 if existing.lower() == name.lower() and not (kind == own and existing == name):
@@ -43,14 +43,15 @@ def _check_element_names(sdata, *, key_added: str, table_key: str, overwrite) ->
     for tname, table in sdata.tables.items():
         region = (table.uns.get("spatialdata_attrs") or {}).get("region")
         regions = [region] if isinstance(region, str) else list(region if region is not None else [])
-        if tname != table_key and key_added in regions:
+        if tname != table_key_added and key_added in regions:
             raise ValueError(
                 f"`key_added` {key_added!r} names shapes that table {tname!r} annotates; replacing them would detach "
                 "that table from its spots. Choose another name."
             )
     _check_overwrite(f"`key_added` {key_added!r}: the shapes element {key_added!r}", key_added in sdata.shapes,
                      overwrite)
-    _check_overwrite(f"`table_key` {table_key!r}: the table {table_key!r}", table_key in sdata.tables, overwrite)
+    _check_overwrite(f"`table_key_added` {table_key_added!r}: the table {table_key_added!r}",
+                     table_key_added in sdata.tables, overwrite)
 
 
 def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float, float]]:
@@ -89,6 +90,10 @@ def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float
     return mask, (fy, fx)
 
 
+@_removed_keywords(
+    table_key="it named the table written, which is now `table_key_added=`",
+    copy="pass `inplace=False` to get the grid as a new SpatialData without writing it into `data`",
+)
 def make_grid(
     data: SpatialData,
     image_key: str,
@@ -99,9 +104,9 @@ def make_grid(
     mpp: float | None = None,
     section: str | None = None,
     key_added: str | None = None,
-    table_key: str | None = None,
+    table_key_added: str | None = None,
     overwrite: bool = False,
-    copy: bool = False,
+    inplace: bool = True,
 ) -> SpatialData | None:
     """Lay pseudo-spots on a regular grid over the tissue of an H&E image that has no expression.
 
@@ -131,21 +136,26 @@ def make_grid(
     key_added
         Name of the shapes element written; default ``f"{section}_grid"``. It must not name an element of
         another type (image, labels, points, table): SpatialData element names are unique across types.
-    table_key
+    table_key_added
         Name of the table written; default ``f"{key_added}_table"``. It must not name an element of another type.
+        (Elsewhere ``table_key`` names the table a function reads: pass this name as the ``table_key`` of
+        :func:`sthinge.pp.embed_histology` and :func:`sthinge.tl.predict`.)
     overwrite
-        Replace an existing shapes element ``key_added`` / table ``table_key`` (e.g. an earlier grid); without it
-        they are refused (before any work). Shapes that another table annotates are never replaced. Not needed with
-        ``copy=True``.
-    copy
-        Return a new SpatialData (the same image, the new shapes and table) instead of writing into ``data``.
+        Replace an existing shapes element ``key_added`` / table ``table_key_added`` (e.g. an earlier grid);
+        without it they are refused (before any work). Shapes that another table annotates are never replaced. Not
+        needed with ``inplace=False``.
+    inplace
+        Write the grid into ``data`` and return ``None`` (default); with ``False``, write nothing into ``data``
+        and return the grid as a new SpatialData of its own: the image (shared with ``data``, not copied), the
+        shapes and the table.
 
     Returns
     -------
-    ``None``, or with ``copy=True`` a new SpatialData with the image, the grid and its table. Writes
+    ``None``: the grid is written into ``data``. With ``inplace=False``: a new SpatialData holding the image, the
+    grid and its table, and nothing is written. The grid is
 
     - ``shapes[key_added]``: circles (radius in image pixels) in the image's coordinate systems;
-    - ``tables[table_key]``: ``n_spots x 0`` table with ``obs["section"]``, ``obs["region"]``,
+    - ``tables[table_key_added]``: ``n_spots x 0`` table with ``obs["section"]``, ``obs["region"]``,
       ``obs["spot_id"]``, ``obs["array_x"]``/``obs["array_y"]`` (grid indices), ``obsm["spatial"]`` (image
       pixels, x then y) and ``uns["sthinge_sections"][section] = {"mpp", "spot_diameter_um", "image",
       "shapes"}``.
@@ -154,7 +164,7 @@ def make_grid(
     --------
     >>> import sthinge as st
     >>> sdata = st.datasets.synthetic(n_sections=1, n_spots=16, n_genes=10)
-    >>> st.pp.make_grid(sdata, "S1_image", spacing_um=150)
+    >>> st.pp.make_grid(sdata, "S1_image", spacing_um=150)  # shapes "S1_grid", table "S1_grid_table"
     >>> st.pp.embed_histology(sdata, table_key="S1_grid_table")
     """
     import anndata as ad
@@ -176,7 +186,7 @@ def make_grid(
     spot_diameter_um = spacing_um if spot_diameter_um is None else _check_float(
         "spot_diameter_um", spot_diameter_um, low=0.0, low_open=True)
     tissue_only = _check_bool("tissue_only", tissue_only)
-    copy = _check_bool("copy", copy)
+    inplace = _check_bool("inplace", inplace)
     if mpp is None:
         mpp = _image_mpp(data, image_key)
         if mpp is None:
@@ -186,16 +196,17 @@ def make_grid(
         section = image_key[: -len(K.IMAGE_SUFFIX)] if image_key.endswith(K.IMAGE_SUFFIX) else image_key
     section = _check_key("section", section)
     key_added = _check_key("key_added", key_added, optional=True) or f"{section}{K.GRID_SUFFIX}"
-    table_key = _check_key("table_key", table_key, optional=True) or f"{key_added}_table"
-    if table_key.lower() == key_added.lower():
-        raise ValueError(f"`table_key` and `key_added` are both {key_added!r}; SpatialData needs distinct names.")
-    if copy:  # the new object holds the image, the shapes and the table
+    table_key_added = _check_key("table_key_added", table_key_added, optional=True) or f"{key_added}_table"
+    if table_key_added.lower() == key_added.lower():
+        raise ValueError(f"`table_key_added` and `key_added` are both {key_added!r}; SpatialData needs distinct "
+                         "names.")
+    if not inplace:  # the new object holds the image, the shapes and the table
         _check_bool("overwrite", overwrite)
-        for arg, name in (("key_added", key_added), ("table_key", table_key)):
+        for arg, name in (("key_added", key_added), ("table_key_added", table_key_added)):
             if name.lower() == image_key.lower():
                 raise ValueError(f"`{arg}` {name!r} is the name of the image; SpatialData needs distinct names.")
     else:
-        _check_element_names(data, key_added=key_added, table_key=table_key, overwrite=overwrite)
+        _check_element_names(data, key_added=key_added, table_key_added=table_key_added, overwrite=overwrite)
 
     levels = image_levels_from_element(image_key, data.images[image_key])
     h, w = levels.shape
@@ -256,11 +267,11 @@ def make_grid(
     }
     table = TableModel.parse(adata, region=key_added, region_key=K.REGION_KEY, instance_key=K.INSTANCE_KEY)
     logg.info(f"make_grid: {n} pseudo-spots every {spacing_um:g} µm on {image_key!r}.")
-    if copy:
+    if not inplace:
         return SpatialData(images={image_key: data.images[image_key]}, shapes={key_added: shapes},
-                           tables={table_key: table})
-    if key_added in data.shapes or table_key in data.tables:  # allowed by `overwrite=True` (checked above)
-        logg.info(f"make_grid: replacing the existing shapes {key_added!r} / table {table_key!r}.")
+                           tables={table_key_added: table})
+    if key_added in data.shapes or table_key_added in data.tables:  # allowed by `overwrite=True` (checked above)
+        logg.info(f"make_grid: replacing the existing shapes {key_added!r} / table {table_key_added!r}.")
     data.shapes[key_added] = shapes
-    data.tables[table_key] = table
+    data.tables[table_key_added] = table
     return None

@@ -31,7 +31,7 @@ def normalize(
     allow_non_integer: bool = False,
     table_key: str | None = None,
     copy: bool = False,
-) -> AnnData | None:
+) -> AnnData | SpatialData | None:
     """Log-transform raw counts into a new layer, leaving the counts untouched.
 
     ``"log1p_cp10k"`` (default) is :math:`\\ln(1 + 10^4 \\, x_{ij} / \\sum_k x_{ik})` with the library size
@@ -63,7 +63,8 @@ def normalize(
 
     Returns
     -------
-    ``None``, or the modified table if ``copy=True``. Writes
+    ``None``; with ``copy=True`` the modified copy of ``data`` (a SpatialData for a SpatialData). Writes, into the
+    table:
 
     - ``layers[key_added]``: float32 transformed values (sparse if the counts are sparse);
     - ``uns["sthinge_normalize"]``: ``{"transform", "source_layer", "key_added", "log_base"}``, plus
@@ -83,7 +84,7 @@ def normalize(
     transform = _check_choice("transform", transform, TRANSFORMS)
     key_added = _check_key("key_added", key_added)
     allow_non_integer = _check_bool("allow_non_integer", allow_non_integer)
-    source, table = _table_for(data, table_key, copy)
+    source, table, copied = _table_for(data, table_key, copy)
     if layer is not None and key_added == layer:
         raise ValueError(f"`key_added` {key_added!r} names the layer holding the counts (`layer`); it is never "
                          "replaced. Choose another name.")
@@ -120,4 +121,4 @@ def normalize(
     if transform == "log1p_cp10k":
         table.uns[K.UNS_NORMALIZE]["target_sum"] = TARGET_SUM
     logg.info(f"normalize: wrote layers[{key_added!r}] ({transform}).")
-    return table if copy else None
+    return copied

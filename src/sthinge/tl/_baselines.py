@@ -16,7 +16,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
-from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
+from sthinge._utils import _check_choice, _check_float, _check_int, _removed_keywords, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -55,6 +55,11 @@ class BaselineModel:
         Sections it was trained on.
     history
         MLP only: per-epoch ``train_loss`` and ``val_score`` (R^2 of the early-stopping split).
+    resid_std
+        Per-gene predictive standard deviation (log expression units): the root mean square of held-out residuals
+        on the training spots (see :func:`fit_baseline`); ``None`` for a model without one.
+    std_scale
+        Per-gene factor applied to ``resid_std`` (``None``: 1), the place for a later calibration of the intervals.
     """
 
     method: str
@@ -70,6 +75,8 @@ class BaselineModel:
     params: dict = field(default_factory=dict)
     train_sections: list[str] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
+    resid_std: np.ndarray | None = None
+    std_scale: np.ndarray | None = None
 
     @property
     def n_genes(self) -> int:
@@ -93,6 +100,15 @@ class BaselineModel:
         out = np.asarray(self.estimator.predict(self.standardize(emb)), dtype=np.float64).reshape(len(emb), -1)
         return (out * self.y_std + self.y_mean).astype(np.float32)
 
+    def predict_std_array(self, n_spots: int) -> np.ndarray | None:
+        """Gaussian predictive std (spots x genes, float32): ``resid_std * std_scale`` for every spot, or ``None``."""
+        if self.resid_std is None:
+            return None
+        std = np.asarray(self.resid_std, dtype=np.float64)
+        if self.std_scale is not None:
+            std = std * np.asarray(self.std_scale, dtype=np.float64)
+        return np.broadcast_to(std.astype(np.float32), (int(n_spots), std.shape[0])).copy()
+
     def __repr__(self) -> str:
         return (f"BaselineModel(method={self.method!r}, genes={self.n_genes}, embedding={self.embedding_key!r} "
                 f"({self.cond_dim}-d), params={ {k: v for k, v in self.params.items() if k != 'alpha'} })")
@@ -104,10 +120,70 @@ def _standardize_stats(x: np.ndarray, tol: float = 1e-6) -> tuple[np.ndarray, np
     return mean.astype(np.float32), np.where(std > tol, std, 1.0).astype(np.float32)
 
 
-def _split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = min(max(int(round(fraction * n)), 1), n - 1)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+_RESID_FOLDS = 5  # folds of the held-out residuals behind a baseline's predictive std
+
+
+def _residual_folds(groups: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Held-out index sets over the training spots: whole sections when there are at least two, else random spots."""
+    names = list(dict.fromkeys(groups.tolist()))
+    n = len(groups)
+    if len(names) >= 2:
+        order = np.random.default_rng(seed).permutation(len(names))
+        k = min(_RESID_FOLDS, len(names))
+        return [np.flatnonzero(np.isin(groups, [names[j] for j in order[i::k]])) for i in range(k)]
+    k = min(_RESID_FOLDS, n)
+    perm = np.random.default_rng(seed).permutation(n)
+    return [np.sort(perm[i::k]) for i in range(k)]
+
+
+def _residual_std(method: str, est: Any, xs: np.ndarray, ys: np.ndarray, groups: np.ndarray, seed: int,
+                  mlp_kwargs: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Per-gene predictive std in standardised units: RMS of out-of-fold residuals on the training spots.
+
+    In-sample residuals are far too small for these models (kNN with k = 1 reproduces its training spots exactly,
+    ridge with a small penalty nearly so), so each spot's residual comes from a model that did not see it. The
+    folds hold out whole training sections when there are at least two (neighbouring spots of one section look
+    alike, so random spot folds would still leak, above all for kNN, and the prediction is meant for unseen
+    sections); else random spots. Ridge and kNN are refit with the chosen penalty / k on every fold (cheap: one SVD
+    or one neighbour index per fold); the MLP, expensive to refit, on one fold only. The root mean square (not the
+    standard deviation about the residuals' mean) is used, since the interval is centred on the prediction and a
+    bias is an error too.
+    """
+    import warnings
+
+    folds = _residual_folds(groups, seed)
+    if method == "mlp":
+        folds = folds[:1]
+    resid = np.full(ys.shape, np.nan, dtype=np.float64)
+    for held in folds:
+        keep = np.setdiff1d(np.arange(len(ys)), held)
+        if keep.size < 2:
+            continue
+        if method == "ridge":
+            from sklearn.linear_model import Ridge
+
+            alpha = np.atleast_1d(np.asarray(est.alpha_, dtype=float))
+            model = Ridge(alpha=alpha if alpha.size > 1 else float(alpha[0]), solver="svd").fit(xs[keep], ys[keep])
+        elif method == "knn":
+            from sklearn.neighbors import KNeighborsRegressor
+
+            model = KNeighborsRegressor(n_neighbors=min(int(est.n_neighbors), keep.size)).fit(xs[keep], ys[keep])
+        else:
+            from sklearn.exceptions import ConvergenceWarning
+            from sklearn.neural_network import MLPRegressor
+
+            model = MLPRegressor(**(mlp_kwargs or {}))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model.fit(xs[keep], ys[keep])
+        pred = np.asarray(model.predict(xs[held]), dtype=np.float64).reshape(len(held), -1)
+        resid[held] = pred - ys[held]
+    used = np.isfinite(resid).all(axis=1)
+    if not used.any():
+        return np.full(ys.shape[1], np.nan), {"std_method": "none"}
+    rms = np.sqrt(np.mean(resid[used] ** 2, axis=0))
+    how = "section-folds" if len(set(groups.tolist())) >= 2 else "spot-folds"
+    return rms, {"std_method": f"{how}:{len(folds)}", "std_n_spots": int(used.sum())}
 
 
 @_doc
@@ -139,6 +215,12 @@ def fit_baseline(
       ``val_fraction`` of the training spots;
     - ``"knn"``: :class:`sklearn.neighbors.KNeighborsRegressor`, k chosen among ``n_neighbors`` by the MSE on a
       random ``val_fraction`` of the training spots, then refit on all of them.
+
+    Each also gets a Gaussian predictive standard deviation per gene (``BaselineModel.resid_std``, written by
+    :func:`predict_baseline` as the prediction's std): the root mean square of out-of-fold residuals on the
+    training spots, since in-sample residuals of ridge and kNN are far too small. The folds hold out whole training
+    sections (up to 5 folds) when there are at least two, else 5 random folds of spots; ridge and kNN are refit with
+    the chosen penalty / k on every fold, the MLP on one fold only (``params["std_method"]`` records which).
 
     Parameters
     ----------
@@ -179,7 +261,7 @@ def fit_baseline(
     """
     import warnings
 
-    from sthinge.tl._data import _embedding, _expression, _panel, _section_rows
+    from sthinge.tl._data import _embedding, _expression, _panel, _section_rows, split_rows
 
     _check_choice("method", method, METHODS)
     seed = _check_int("seed", seed, low=0)
@@ -222,7 +304,7 @@ def fit_baseline(
     elif method == "knn":
         from sklearn.neighbors import KNeighborsRegressor
 
-        fit_idx, val_idx = _split(len(rows), val_fraction, seed)
+        fit_idx, val_idx = split_rows(len(rows), val_fraction, seed, min_val=1)
         cand = [k for k in dict.fromkeys(ks) if k <= len(fit_idx)]
         if not cand:
             raise ValueError(f"`n_neighbors` {list(ks)} all exceed the {len(fit_idx)} spots available for fitting.")
@@ -249,6 +331,14 @@ def fit_baseline(
             for i, loss in enumerate(est.loss_curve_)
         ]
 
+    # Gaussian predictive std: per-gene RMS of held-out residuals (see `_residual_std` for the folds and why)
+    groups = (table.obs[section_key].astype(str).to_numpy()[rows] if section_key in table.obs
+              else np.full(len(rows), "all", dtype=object))
+    mlp_kwargs = dict(hidden_layer_sizes=hidden, early_stopping=True, validation_fraction=val_fraction,
+                      max_iter=max_iter, n_iter_no_change=10, random_state=seed)
+    resid_std, std_info = _residual_std(method, est, xs, ys, groups, seed, mlp_kwargs)
+    params.update(std_info)
+
     info = table.uns.get(K.UNS_NORMALIZE, {})
     train_names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
     model = BaselineModel(
@@ -256,11 +346,13 @@ def fit_baseline(
         cond_std=cond_std, y_mean=y_mean.astype(np.float32), y_std=y_std.astype(np.float32), layer=layer_used,
         transform=dict(info) if isinstance(info, dict) else {}, params=params, train_sections=train_names,
         history=history,
+        resid_std=(resid_std * y_std).astype(np.float32) if np.isfinite(resid_std).all() else None,
     )
     logg.info(f"fit_baseline: {method} on {len(rows)} spots x {len(genes)} genes ({embedding_key}, {emb.shape[1]}-d).")
     return model
 
 
+@_removed_keywords(copy="pass `inplace=False` to get the prediction table without writing it into `data`")
 @_doc
 def predict_baseline(
     data: AnnData | SpatialData,
@@ -270,15 +362,17 @@ def predict_baseline(
     section_key: str = K.SECTION_KEY,
     key_added: str | None = None,
     overwrite: bool = False,
-    copy: bool = False,
+    inplace: bool = True,
     table_key: str | None = None,
 ) -> AnnData | None:
     """Predict with a baseline and write the result exactly as :func:`sthinge.tl.predict` does.
 
-    A regression baseline gives one value per spot and gene: it has no uncertainty, so no standard deviation is
-    written (no ``layers[f"{key_added}_std"]``, no ``obsm[f"{key_added}_std"]``) and there are no samples;
-    :func:`sthinge.tl.evaluate` then leaves out the uncertainty metrics and :func:`sthinge.pl.spatial` has no
-    ``"<key>_std"`` panel to draw.
+    A regression baseline gives one value per spot and gene, and a Gaussian predictive standard deviation: per
+    gene, the same for every spot, from the model's held-out residuals on its training spots
+    (``BaselineModel.resid_std``, see :func:`fit_baseline`). It is written where HINGE writes its std
+    (``layers[f"{key_added}_std"]``, or ``obsm[f"{key_added}_std"]`` for AnnData), so :func:`sthinge.tl.evaluate`
+    reports the baseline's interval coverage and CRPS (Gaussian intervals mean +- z std) and
+    :func:`sthinge.pl.spatial` draws its ``"<key>_std"``. There are no samples.
 
     Parameters
     ----------
@@ -294,34 +388,38 @@ def predict_baseline(
         ``obsm["spatial"]`` or the input embedding.
     overwrite
         Replace an existing prediction of the same name; without it, that is an error raised before any work.
-    copy
-        Return the prediction table instead of writing it into ``data``.
+    %(inplace)s
+        The new object is the prediction table, for SpatialData and AnnData input alike.
     %(table_key)s
 
     Returns
     -------
-    ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the panel as
-    ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` (the predicted mean) and ``uns[key_added]``
-    (the settings). For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as
-    the source table; for AnnData input the mean is written to ``obsm[key_added]`` (a DataFrame, NaN for rows not
-    predicted; an ``obsm[f"{key_added}_std"]`` left by an earlier prediction replaced with ``overwrite`` is
-    removed).
+    ``None``: the prediction is written into ``data`` (see below). With ``inplace=False``: the prediction table
+    (an AnnData, for SpatialData and AnnData input alike), and nothing is written. The prediction table is an
+    AnnData with the panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` (the predicted
+    mean), ``layers[f"{key_added}_std"]`` (the Gaussian std) and ``uns[key_added]`` (the settings). For
+    SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the source table; for
+    AnnData input the mean and std are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]``
+    (DataFrames, NaN for rows not predicted). A model without ``resid_std`` writes no std (and an
+    ``obsm[f"{key_added}_std"]`` left by an earlier prediction replaced with ``overwrite`` is removed).
 
     Examples
     --------
     >>> st.tl.predict_baseline(sdata, ridge, sections="A1")  # doctest: +SKIP
     >>> sdata.tables["ridge"]  # doctest: +SKIP
     """
-    from sthinge.tl._predict import _prediction_inputs, _write_prediction
+    from sthinge.tl._predict import _check_inplace, _prediction_inputs, _write_prediction
 
     if not isinstance(model, BaselineModel):
         raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
-    rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
+    inplace = _check_inplace(inplace)
+    rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
                                    model.embedding_key, model.cond_dim, overwrite)
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
+    std = model.predict_std_array(len(rows))  # Gaussian std, written like HINGE's (layers / obsm f"{key}_std")
     uns = {
         "method": model.method,
         "embedding_key": model.embedding_key,
@@ -331,6 +429,6 @@ def predict_baseline(
         "source_table": source_key if source_key is not None else "",
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
-    return _write_prediction(data, table, rows, mean, None, model.genes, key_added, uns, copy)
+    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace)
 
 

@@ -23,7 +23,7 @@ _METHODS = ("hinge", "ridge", "mlp", "knn")
 _CV_KEY = "sthinge_cv"
 # arguments cross_validate sets itself in each fold
 _RESERVED_FIT = ("embedding_key", "train_sections", "section_key", "layer", "genes_key", "table_key", "method")
-_RESERVED_PREDICT = ("sections", "section_key", "key_added", "copy", "table_key", "overwrite")
+_RESERVED_PREDICT = ("sections", "section_key", "key_added", "inplace", "table_key", "overwrite")
 
 
 @dataclass(eq=False)
@@ -153,6 +153,7 @@ def cross_validate(
     """
     from sthinge.pp._genes import select_genes
     from sthinge.tl._baselines import fit_baseline, predict_baseline
+    from sthinge.tl._data import _panel
     from sthinge.tl._evaluate import _evaluate_tables, _parse_metrics
 
     # ---- validation before any work -----------------------------------------------------------------------
@@ -199,7 +200,7 @@ def cross_validate(
         train = [s for s in use if s not in held]
         logg.info(f"cross_validate [{method}] fold {name!r}: train on {len(train)} section(s), test on {held}")
         select_genes(work, train_sections=train, n_top=n_top, vocab=vocab, layer=layer, section_key=section_key)
-        panel = list(work.uns[K.GENES_KEY])
+        panel = _panel(work, K.GENES_KEY)
         panels[name] = panel
         start = time.perf_counter()
         if method == "hinge":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,14 +12,15 @@ from sthinge import _constants as K
 
 
 def _panel(table, genes_key: str) -> list[str]:
-    """The ordered gene panel that ``pp.select_genes`` wrote (``uns[genes_key]``)."""
+    """The ordered gene panel that ``pp.select_genes`` wrote: ``uns[genes_key]["genes"]`` (an older sthinge's list
+    ``uns[genes_key]`` is read too)."""
     if genes_key not in table.uns:
         raise KeyError(
             f"`genes_key` {genes_key!r} not found in `uns`: run `sthinge.pp.select_genes(data)` first "
             "(or pass the key it wrote)."
         )
     panel = table.uns[genes_key]
-    if isinstance(panel, dict):
+    if isinstance(panel, Mapping):
         panel = panel.get("genes", [])
     panel = [str(g) for g in np.asarray(panel).ravel().tolist()]
     if not panel:
@@ -31,9 +32,16 @@ def _panel(table, genes_key: str) -> list[str]:
 
 
 def _panel_symbols(table, genes_key: str, panel: list[str]) -> list[str]:
-    """CellFM vocabulary symbols of the panel (differ from var names for Ensembl-indexed tables)."""
-    params = table.uns.get(f"{genes_key}_params", {})
-    symbols = list(params.get("symbols", [])) if isinstance(params, dict) else []
+    """CellFM vocabulary symbols of the panel (differ from var names for Ensembl-indexed tables).
+
+    Read from ``uns[genes_key]["params"]["symbols"]``, or from ``uns[f"{genes_key}_params"]``, where an older
+    sthinge kept them.
+    """
+    entry = table.uns.get(genes_key)
+    params = entry.get("params") if isinstance(entry, Mapping) else None
+    if not isinstance(params, Mapping):
+        params = table.uns.get(f"{genes_key}_params", {})
+    symbols = list(params.get("symbols", [])) if isinstance(params, Mapping) else []
     if len(symbols) == len(panel) and all(isinstance(s, str) and s for s in symbols):
         return [str(s) for s in symbols]
     return list(panel)
@@ -165,3 +173,12 @@ def _to_dense(x) -> np.ndarray:
     import scipy.sparse as sp
 
     return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def split_rows(n: int, fraction: float, seed: int, *, min_val: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` row indices, each sorted: a random ``fraction`` of ``n`` rows (at least
+    ``min_val``, at most ``n - 1``) is held out, drawn with ``numpy.random.default_rng(seed)``."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(fraction * n)) if fraction > 0 else 0
+    n_val = min(max(n_val, min_val), n - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -19,12 +19,21 @@ from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _check_choice, _is_spatialdata, _resolve_table
+from sthinge.tl._intervals import (
+    DEFAULT_LEVELS,
+    check_levels,
+    crps_gaussian,
+    crps_samples,
+    gaussian_z,
+    interval_layer_names,
+    interval_quantiles,
+    level_label,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
     from spatialdata import SpatialData
 
-_Z90 = 1.6448536269514722  # standard normal 95 % quantile: mean +- z * std is a central 90 % interval
 _PCC_K = re.compile(r"^pcc(\d+)$")
 _SIMPLE_METRICS = ("pcc", "mse", "mae", "ssim")
 _RANK_BY = ("variance", "pcc")
@@ -47,6 +56,9 @@ class _Prediction:
     rows: np.ndarray  # row positions of the predicted spots in `source`
     layer: str | None
     info: dict = field(default_factory=dict)
+    key: str = ""  # the prediction's name (`pred_key`)
+    # quantile layers written with the prediction, (n, G), by their name (``f"{key}_q05"``; see tl._intervals)
+    quantiles: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def obs(self) -> pd.DataFrame:
@@ -110,6 +122,7 @@ def _load_prediction(
     if not isinstance(pred_key, str) or not pred_key:
         raise ValueError(f"`pred_key` must be a non-empty string, got {pred_key!r}.")
     std_key, samples_key = f"{pred_key}{K.STD_SUFFIX}", f"{pred_key}{K.SAMPLES_SUFFIX}"
+    quantile_key = re.compile(rf"^{re.escape(pred_key)}_q\d{{2,}}$")  # f"{pred_key}_q05": see tl._intervals
     if isinstance(data, AnnData):
         if table_key is not None:
             raise ValueError("`table_key` only applies to SpatialData input; got an AnnData.")
@@ -131,12 +144,19 @@ def _load_prediction(
         if isinstance(std, pd.DataFrame):
             std = std.reindex(columns=frame.columns).to_numpy(dtype=np.float64)
         samples = data.obsm.get(samples_key)
+        quantiles = {}
+        for k in data.obsm:
+            if quantile_key.match(str(k)):
+                q = data.obsm[k]
+                quantiles[str(k)] = (q.reindex(columns=frame.columns).to_numpy(dtype=np.float64)
+                                             if isinstance(q, pd.DataFrame) else np.asarray(q, dtype=np.float64))
         rows = np.flatnonzero(np.isfinite(mean).all(axis=1))
         if rows.size == 0:
             raise ValueError(f"`obsm[{pred_key!r}]` holds no predicted spot (all rows are NaN).")
         mean = mean[rows]
         std = None if std is None else np.asarray(std, dtype=np.float64)[rows]
         samples = None if samples is None else np.asarray(samples, dtype=np.float64)[rows]
+        quantiles = {name: q[rows] if q.ndim == 2 and len(q) == data.n_obs else q for name, q in quantiles.items()}
         source = data
         info = dict(data.uns.get(pred_key, {})) if isinstance(data.uns.get(pred_key), dict) else {}
     elif _is_spatialdata(data):
@@ -170,6 +190,8 @@ def _load_prediction(
         mean = _dense(pred.layers[pred_key] if pred_key in pred.layers else pred.X).astype(np.float64)
         std = _dense(pred.layers[std_key]).astype(np.float64) if std_key in pred.layers else None
         samples = np.asarray(pred.obsm[samples_key], dtype=np.float64) if samples_key in pred.obsm else None
+        quantiles = {str(k): _dense(pred.layers[k]).astype(np.float64) for k in pred.layers
+                     if quantile_key.match(str(k))}
     else:
         raise TypeError(f"`data` must be an AnnData or a SpatialData object, got {type(data).__name__}.")
 
@@ -181,6 +203,10 @@ def _load_prediction(
                                 or samples.shape[2] != mean.shape[1]):
         logg.warning(f"Ignoring the samples of {pred_key!r}: shape {samples.shape} does not match the prediction.")
         samples = None
+    for name in [n for n, q in quantiles.items() if q.shape != mean.shape]:
+        logg.warning(f"Ignoring the quantile {name!r}: shape {quantiles[name].shape} does not match the "
+                     "prediction.")
+        del quantiles[name]
 
     if genes is not None:
         genes = _as_str_list("genes", genes)
@@ -195,6 +221,7 @@ def _load_prediction(
         mean = mean[:, idx]
         std = None if std is None else std[:, idx]
         samples = None if samples is None else samples[:, :, idx]
+        quantiles = {name: q[:, idx] for name, q in quantiles.items()}
     else:
         genes = pred_genes
 
@@ -210,7 +237,8 @@ def _load_prediction(
         if not np.isfinite(truth).all():
             raise ValueError(f"The truth (`layers[{layer!r}]`) holds NaN or infinite values.")
     return _Prediction(genes=list(genes), mean=mean, std=std, samples=samples, truth=truth, source=source,
-                       rows=np.asarray(rows, dtype=int), layer=layer, info=info)
+                       rows=np.asarray(rows, dtype=int), layer=layer, info=info, key=pred_key,
+                       quantiles=quantiles)
 
 
 def _labels(obs: pd.DataFrame, key: str | None) -> np.ndarray:
@@ -394,8 +422,87 @@ def _parse_metrics(metrics: Sequence[str]) -> tuple[list[str], list[int]]:
     return names, ks
 
 
+def _has_uncertainty(p: _Prediction) -> bool:
+    """Whether the prediction says how uncertain it is: a std, samples or quantile layers."""
+    return p.std is not None or p.samples is not None or bool(p.quantiles)
+
+
+def _intervals(p: _Prediction, levels: Sequence[float],
+               idx: np.ndarray | slice = slice(None)) -> dict[float, tuple[np.ndarray, np.ndarray, str]]:
+    """Central intervals ``{level: (lower, upper, method)}`` of the rows ``idx`` of ``p``, each (n, G).
+
+    Per level, the first that exists: the quantile layers written with the prediction (``"layers"``,
+    ``tl._intervals.interval_layer_names``), the quantiles of the samples (``"samples"``; numpy's default linear
+    interpolation), the Gaussian interval mean +- z std (``"gaussian"``). Levels without any are left out.
+    """
+    out: dict[float, tuple[np.ndarray, np.ndarray, str]] = {}
+    from_samples = []
+    for level in levels:
+        lo_key, hi_key = interval_layer_names(p.key, level)
+        if lo_key in p.quantiles and hi_key in p.quantiles:
+            out[level] = (p.quantiles[lo_key][idx], p.quantiles[hi_key][idx], "layers")
+        elif p.samples is not None:
+            from_samples.append(level)
+        elif p.std is not None:
+            half = gaussian_z(level) * p.std[idx]
+            out[level] = (p.mean[idx] - half, p.mean[idx] + half, "gaussian")
+    if from_samples:  # one pass over the samples for all levels
+        qs = [q for level in from_samples for q in interval_quantiles(level)]
+        bounds = np.quantile(p.samples[idx], qs, axis=1)
+        for i, level in enumerate(from_samples):
+            out[level] = (bounds[2 * i], bounds[2 * i + 1], "samples")
+    return {level: out[level] for level in levels if level in out}
+
+
+def _interval_method(methods: dict[float, str]) -> str:
+    """One method name if all levels used it, else e.g. ``"layers(90,95)+gaussian(50,80)"``."""
+    names = list(dict.fromkeys(methods.values()))
+    if len(names) <= 1:
+        return names[0] if names else "none"
+    return "+".join(f"{m}({','.join(level_label(lv) for lv, how in methods.items() if how == m)})" for m in names)
+
+
+def _uncertainty_metrics(p: _Prediction, idx: np.ndarray, truth: np.ndarray, mean: np.ndarray,
+                         levels: Sequence[float], row: dict, per_gene: dict) -> None:
+    """Add the calibration metrics of the rows ``idx`` to the summary ``row`` and the ``per_gene`` columns."""
+    abs_err = np.abs(mean - truth)
+    G = truth.shape[1]
+    std = p.std[idx] if p.std is not None else (p.samples[idx].std(axis=1) if p.samples is not None else None)
+    unc = _spearman_columns(std, abs_err) if std is not None else np.full(G, np.nan)
+    per_gene["unc_spearman"] = unc
+    row["unc_spearman"] = float(_nanmean(unc))
+    if p.samples is not None:
+        crps, crps_how = crps_samples(p.samples[idx], truth, axis=1), "samples"
+    elif std is not None:
+        crps, crps_how = crps_gaussian(mean, std, truth), "gaussian"
+    else:  # quantile layers alone do not define the whole distribution
+        crps, crps_how = np.full(truth.shape, np.nan), "none"
+    per_gene["crps"] = _nanmean(crps, axis=0)
+    row["crps"] = float(_nanmean(crps))
+    intervals = _intervals(p, levels, idx)
+    coverage, width = {}, {}
+    for level in levels:
+        label = level_label(level)
+        if level in intervals:
+            lo, hi, _ = intervals[level]
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            inside = np.where(ok, ((truth >= lo) & (truth <= hi)).astype(float), np.nan)
+            w = np.where(ok, hi - lo, np.nan)
+        else:
+            inside = w = np.full(truth.shape, np.nan)
+        per_gene[f"coverage{label}"], coverage[label] = _nanmean(inside, axis=0), float(_nanmean(inside))
+        per_gene[f"width{label}"], width[label] = _nanmean(w, axis=0), float(_nanmean(w))
+    row.update({f"coverage{k}": v for k, v in coverage.items()})
+    row.update({f"width{k}": v for k, v in width.items()})
+    methods = {level: how for level, (_, _, how) in intervals.items()}
+    row["interval_method"] = _interval_method(methods)
+    row["crps_method"] = crps_how
+    if 0.9 in methods:  # kept from earlier versions: the method of `coverage90`
+        row["coverage90_method"] = methods[0.9]
+
+
 def _group_metrics(p: _Prediction, idx: np.ndarray, sections: np.ndarray, names: list[str], rank_by: str,
-                   label: str) -> tuple[dict, pd.DataFrame]:
+                   label: str, levels: Sequence[float] = DEFAULT_LEVELS) -> tuple[dict, pd.DataFrame]:
     """Metrics of the rows ``idx`` of ``p`` (one group): a summary row and the per-gene table."""
     truth, mean = p.truth[idx], p.mean[idx]
     G = truth.shape[1]
@@ -433,21 +540,8 @@ def _group_metrics(p: _Prediction, idx: np.ndarray, sections: np.ndarray, names:
     row["n_constant"] = int(t_const.sum())
     row["n_constant_pred"] = int((p_const & ~t_const).sum())
 
-    if p.std is not None:
-        std = p.std[idx]
-        unc = _spearman_columns(std, np.abs(err))
-        per_gene["unc_spearman"] = unc
-        row["unc_spearman"] = float(_nanmean(unc))
-        if p.samples is not None:
-            lo, hi = np.quantile(p.samples[idx], [0.05, 0.95], axis=1)
-            inside = ((truth >= lo) & (truth <= hi)).astype(float)
-            how = "samples"
-        else:
-            inside = np.where(np.isfinite(std), (np.abs(err) <= _Z90 * std).astype(float), np.nan)
-            how = "gaussian"
-        per_gene["coverage90"] = _nanmean(inside, axis=0)
-        row["coverage90"] = float(_nanmean(inside))
-        row["coverage90_method"] = how
+    if _has_uncertainty(p):
+        _uncertainty_metrics(p, idx, truth, mean, levels, row, per_gene)
     if row["n_constant_pred"]:
         logg.warning(
             f"evaluate: {row['n_constant_pred']} gene(s) vary in the truth but are constant in the prediction "
@@ -457,9 +551,10 @@ def _group_metrics(p: _Prediction, idx: np.ndarray, sections: np.ndarray, names:
 
 
 def _evaluate_tables(
-    data, *, pred_key, truth_layer, genes, by, metrics, rank_by, section_key, table_key
+    data, *, pred_key, truth_layer, genes, by, metrics, rank_by, section_key, table_key, levels=DEFAULT_LEVELS
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     names, _ = _parse_metrics(metrics)
+    levels = check_levels(levels, "levels")
     _check_choice("rank_by", rank_by, _RANK_BY)
     p = _load_prediction(data, pred_key, genes=genes, truth_layer=truth_layer, table_key=table_key)
     obs = p.obs
@@ -471,7 +566,7 @@ def _evaluate_tables(
     rows, per_gene, labels = [], [], _ordered_unique(groups, obs, by)
     for label in labels:
         idx = np.flatnonzero(groups == label)
-        row, genes_df = _group_metrics(p, idx, sections, names, rank_by, label)
+        row, genes_df = _group_metrics(p, idx, sections, names, rank_by, label, levels)
         rows.append(row)
         genes_df.insert(0, index_name, label)
         per_gene.append(genes_df)
@@ -485,7 +580,7 @@ def _evaluate_tables(
             where = ", ".join(f"{label!r} ({count} genes)" for label, count in list(n.items())[:5])
             logg.info(f"evaluate: {m!r} is NaN where fewer than {match.group(1)} genes have a PCC: {where}"
                       f"{', ...' if len(n) > 5 else ''}; 'pcc' is the mean PCC over all genes that have one.")
-    attrs = {"pred_key": pred_key, "truth_layer": p.layer, "rank_by": rank_by,
+    attrs = {"pred_key": pred_key, "truth_layer": p.layer, "rank_by": rank_by, "levels": list(levels),
              "transform": str(p.source.uns.get(K.UNS_NORMALIZE, {}).get("transform", "")) if isinstance(
                  p.source.uns.get(K.UNS_NORMALIZE), dict) else ""}
     summary.attrs.update(attrs)
@@ -504,6 +599,7 @@ def evaluate(
     metrics: Sequence[str] = ("pcc50", "pcc200", "pcc", "mse", "mae", "ssim"),
     rank_by: Literal["variance", "pcc"] = "variance",
     per_gene: bool = False,
+    levels: Sequence[float] = DEFAULT_LEVELS,
     section_key: str = K.SECTION_KEY,
     table_key: str | None = None,
 ) -> pd.DataFrame:
@@ -530,12 +626,32 @@ def evaluate(
       (uniform window of 7, or the largest odd size that fits; NaN for lattices narrower than 3); the SSIM map is
       averaged over the cells holding a spot, then over genes. A perfect prediction gives 1. With ``by`` other than
       the section, SSIM is computed per section and averaged.
-    - **Uncertainty**, whenever the prediction has a standard deviation: ``unc_spearman`` is the Spearman
-      correlation, per gene, between the predicted std and the absolute error (mean over genes; higher means the
-      uncertainty points at the errors); ``coverage90`` the fraction of true values inside the central 90 %
-      interval of the samples (5 % and 95 % quantiles; needs ``return_samples=True`` in ``tl.predict``), or else of
-      the Gaussian interval mean +- 1.645 std; ``coverage90_method`` says which (``"samples"`` / ``"gaussian"``).
-      A calibrated model covers about 0.9.
+    - **Uncertainty**, whenever the prediction has a standard deviation (HINGE's std over samples, the baselines'
+      Gaussian std), samples or quantile layers; these columns are added to any ``metrics``:
+
+      - ``coverage<L>`` for each nominal level in ``levels`` (``coverage50``, ``coverage80``, ``coverage90``,
+        ``coverage95`` by default; the level in percent, e.g. ``coverage97.5``): the fraction of true values inside
+        the central interval at that level, bounds included. A calibrated prediction covers about the nominal level;
+        less means the intervals are too narrow (overconfident).
+      - ``width<L>``: the mean width (upper - lower bound) of those intervals, in the units of the expression.
+        Compare coverage only together with width: wide intervals cover easily.
+      - The interval at level L is, per level, the first of: the quantile layers written with the prediction,
+        ``layers[f"{pred_key}_q05"]`` / ``layers[f"{pred_key}_q95"]`` for 90 % (q25/q75 for 50 %, q10/q90 for 80 %,
+        q025/q975 for 95 %: the digits of the quantile after "0."; ``obsm`` DataFrames for an AnnData); else the
+        (1 - L) / 2 and (1 + L) / 2 quantiles of the samples ``obsm[f"{pred_key}_samples"]`` (needs
+        ``return_samples=True`` in ``tl.predict``); else the Gaussian interval mean +- z std with z the standard
+        normal (1 + L) / 2 quantile (0.674, 1.282, 1.645, 1.960). ``interval_method`` says which (``"layers"``,
+        ``"samples"``, ``"gaussian"``; where levels differ, e.g. ``"layers(90,95)+gaussian(50,80)"``).
+      - ``crps``: the continuous ranked probability score, mean over spots x genes, in the units of the expression
+        (lower is better; a proper scoring rule: it rewards sharp *and* calibrated predictions, and equals the
+        absolute error for a prediction without spread). From the samples when there are samples, in the energy
+        form E|X - y| - E|X - X'| / 2 without the pairs of a sample with itself (an unbiased estimate of the
+        sampled distribution's CRPS, so that few samples are not penalised); else the closed form of the Gaussian
+        N(mean, std^2). ``crps_method`` says which (``"samples"``, ``"gaussian"``, ``"none"`` with quantile layers
+        alone, then ``crps`` is NaN).
+      - ``unc_spearman``: the Spearman correlation, per gene, between the predicted std (of the samples if no std
+        was written) and the absolute error, averaged over genes; higher means the uncertainty points at the errors.
+      - ``coverage90_method``: the ``interval_method`` of the 90 % level, kept from earlier versions.
 
     Parameters
     ----------
@@ -554,6 +670,8 @@ def evaluate(
         Gene selection of PCC-k: ``"variance"`` (of the truth) or ``"pcc"`` (largest correlations).
     per_gene
         Return the per-gene table instead of the per-section summary.
+    levels
+        Nominal levels (in (0, 1)) of the central intervals whose coverage and width are reported.
     %(section_key)s
         A table without the column is one section, ``"all"``.
     %(source_table_key)s
@@ -562,10 +680,13 @@ def evaluate(
     -------
     With ``per_gene=False``, a DataFrame with one row per group (index = section): ``n_spots``, ``n_genes``, the
     requested metrics (each ``pcc<k>`` followed by ``pcc<k>_n_genes``), ``n_constant``, ``n_constant_pred`` and,
-    with a predicted std, ``unc_spearman``, ``coverage90``, ``coverage90_method``. With ``per_gene=True``, one row
-    per (section, gene): ``section``, ``gene``, ``pcc``, ``mse``, ``mae``, ``truth_var``, ``ssim`` (if requested)
-    and ``unc_spearman``, ``coverage90`` (with a std). ``attrs`` records ``pred_key``, ``truth_layer``, ``rank_by``
-    and ``transform``. Average the rows for the paper's per-dataset numbers (``df.mean(numeric_only=True)``).
+    with an uncertainty, ``unc_spearman``, ``crps``, ``coverage<L>`` and ``width<L>`` per level,
+    ``interval_method``, ``crps_method`` and ``coverage90_method`` (when 0.9 is among ``levels``). With
+    ``per_gene=True``, one row per (section, gene): ``section``, ``gene``, ``pcc``, ``mse``, ``mae``,
+    ``truth_var``, ``ssim`` (if requested) and, with an uncertainty, ``unc_spearman``, ``crps``, ``coverage<L>``,
+    ``width<L>`` (each over the spots of that gene). ``attrs`` records ``pred_key``, ``truth_layer``, ``rank_by``,
+    ``levels`` and ``transform``. Average the rows for the paper's per-dataset numbers
+    (``df.mean(numeric_only=True)``); :func:`sthinge.pl.calibration` draws coverage against the nominal level.
 
     Examples
     --------
@@ -573,10 +694,11 @@ def evaluate(
     >>> st.tl.evaluate(sdata)  # doctest: +SKIP
     >>> st.tl.evaluate(sdata, rank_by="pcc", metrics=["pcc50"])  # Stem's convention  # doctest: +SKIP
     >>> genes = st.tl.evaluate(sdata, per_gene=True).sort_values("pcc")  # doctest: +SKIP
+    >>> st.tl.evaluate(sdata, levels=[0.5, 0.9])[["coverage50", "coverage90", "crps"]]  # doctest: +SKIP
     """
     summary, genes_df = _evaluate_tables(
         data, pred_key=pred_key, truth_layer=truth_layer, genes=genes, by=by, metrics=metrics, rank_by=rank_by,
-        section_key=section_key, table_key=table_key,
+        section_key=section_key, table_key=table_key, levels=levels,
     )
     return genes_df if per_gene else summary
 

@@ -6,11 +6,14 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from sthinge._logging import logg
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sthinge.models import Hinge, HingeConfig
 
 FORMAT_VERSION = 1
 _MODEL_FILE = "model.pt"
@@ -231,7 +234,7 @@ class HingeModel:
 
     def __init__(
         self,
-        module,
+        module: Hinge,
         *,
         genes: list[str],
         symbols: list[str] | None = None,
@@ -266,7 +269,7 @@ class HingeModel:
 
     # ------------------------------------------------------------------------------------------------
     @property
-    def config(self):
+    def config(self) -> HingeConfig:
         """The :class:`sthinge.models.HingeConfig` of the module."""
         return self.module.config
 
@@ -373,7 +376,9 @@ class HingeModel:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backbone: str | os.PathLike | None = None, device: str | None = None):
+    def load(
+        cls, path: str | os.PathLike, *, backbone: str | os.PathLike | None = None, device: str | None = None
+    ) -> HingeModel:
         """Load a model saved with :meth:`save`, validating every field of the file first.
 
         Parameters

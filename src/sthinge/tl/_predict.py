@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,13 @@ import pandas as pd
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg, progress
-from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _resolve_table
+from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _removed_keywords, _resolve_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+    from sthinge.tl._model import HingeModel
 
 _CHUNK = 4096  # spots per sampler call; fixed so that results do not depend on `batch_size`
 
@@ -32,10 +38,11 @@ def _as_model(model):
     raise TypeError(f"`model` must be a HingeModel or the folder of a saved model, got {type(model).__name__}.")
 
 
+@_removed_keywords(copy="pass `inplace=False` to get the prediction table without writing it into `data`")
 @_doc
 def predict(
-    data,
-    model,
+    data: AnnData | SpatialData,
+    model: HingeModel | str | os.PathLike,
     *,
     n_steps: int | None = None,
     n_samples: int = 1,
@@ -49,9 +56,9 @@ def predict(
     return_samples: bool = False,
     key_added: str = K.PRED_KEY,
     overwrite: bool = False,
-    copy: bool = False,
+    inplace: bool = True,
     table_key: str | None = None,
-):
+) -> AnnData | None:
     """Sample gene expression for every spot from its histology embedding.
 
     Spots are processed in streamed chunks and the results written into preallocated arrays, so memory beyond
@@ -94,14 +101,15 @@ def predict(
     overwrite
         Replace an existing prediction of the same name (``tables[key_added]``, or ``obsm[key_added]`` /
         ``obsm[f"{key_added}_std"]`` for AnnData). Without it, an existing one is an error raised before any work.
-    copy
-        Return the prediction table instead of writing it into ``data`` (``overwrite`` is then not needed).
+    %(inplace)s
+        The new object is the prediction table, for SpatialData and AnnData input alike.
     %(table_key)s
 
     Returns
     -------
-    ``None``, or the prediction table if ``copy=True``. The prediction table is an AnnData with the model's gene
-    panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
+    ``None``: the prediction is written into ``data`` (see below). With ``inplace=False``: the prediction table
+    (an AnnData, for SpatialData and AnnData input alike), and nothing is written. The prediction table is an
+    AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
 
     - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``);
     - ``layers[f"{key_added}_std"]``: the standard deviation over samples;
@@ -119,6 +127,7 @@ def predict(
     --------
     >>> st.tl.predict(sdata, model, n_steps=5, n_samples=4)  # doctest: +SKIP
     >>> sdata.tables["sthinge"].layers["sthinge_std"]  # doctest: +SKIP
+    >>> pred = st.tl.predict(sdata, model, key_added="try", inplace=False)  # nothing written  # doctest: +SKIP
     """
     import torch
 
@@ -138,7 +147,8 @@ def predict(
     seed = _check_int("seed", seed, low=0)
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
-    rows, emb = _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key,
+    inplace = _check_inplace(inplace)
+    rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
                                    model.embedding_key, model.cond_dim, overwrite)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
@@ -199,7 +209,8 @@ def predict(
     }
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
     extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
-    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, copy, extra_obsm=extra)
+    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace,
+                             extra_obsm=extra)
 
 
 def _check_prediction_keys(data, table, source_key, key_added: str, embedding_key: str, overwrite) -> None:
@@ -231,19 +242,24 @@ def _check_prediction_keys(data, table, source_key, key_added: str, embedding_ke
         _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key!r}]`", key in table.obsm, overwrite)
 
 
-def _prediction_inputs(data, table, source_key, key_added, copy, sections, section_key, embedding_key, cond_dim,
-                       overwrite=False):
+def _check_inplace(inplace: Any) -> bool:
+    if not isinstance(inplace, bool):
+        raise TypeError(f"`inplace` must be True or False, got {inplace!r}.")
+    return inplace
+
+
+def _prediction_inputs(data, table, source_key, key_added, return_table, sections, section_key, embedding_key,
+                       cond_dim, overwrite=False):
     """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
 
-    Returns the row indices to predict and the embedding array *without copying it* (checked chunk by chunk),
-    so memory does not grow with the number of spots.
+    ``return_table`` (``inplace=False``): the prediction is returned, not written, so where it would be written is
+    not checked. Returns the row indices to predict and the embedding array *without copying it* (checked chunk by
+    chunk), so memory does not grow with the number of spots.
     """
     from sthinge.tl._data import _embedding_array, _section_rows
 
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"`key_added` must be a non-empty string, got {key_added!r}.")
-    if not isinstance(copy, bool):
-        raise TypeError(f"`copy` must be True or False, got {copy!r}.")
     rows = _section_rows(table, sections, section_key, "sections")
     emb = _embedding_array(table, embedding_key)
     if emb.shape[1] != cond_dim:
@@ -254,7 +270,7 @@ def _prediction_inputs(data, table, source_key, key_added, copy, sections, secti
     for lo in range(0, len(rows), _CHUNK):
         if not np.isfinite(_rows_of(emb, rows[lo : lo + _CHUNK])).all():
             raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
-    if not copy:
+    if not return_table:
         _check_prediction_keys(data, table, source_key, key_added, embedding_key, overwrite)
     return rows, emb
 
@@ -263,13 +279,13 @@ def _rows_of(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(emb[rows], dtype=np.float32)
 
 
-def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy, *, extra_obsm=None):
+def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, return_table, *, extra_obsm=None):
     """Write (mean, std) for ``rows`` of ``table`` as ``tl.predict`` does (shared with the baselines).
 
     SpatialData: a new table ``tables[key_added]`` linked to the same shapes; AnnData: ``obsm`` DataFrames.
-    With ``copy`` the prediction table is returned and ``data`` is left untouched. The mean is ``X`` only (no
-    ``layers[key_added]`` copy of it, which doubled the table on disk); ``std=None`` (a baseline: no uncertainty)
-    writes no standard deviation at all, and an earlier one under the same key is removed.
+    With ``return_table`` (``inplace=False``) the prediction table is returned and ``data`` is left untouched.
+    The mean is ``X`` only (no ``layers[key_added]`` copy of it, which doubled the table on disk); ``std=None`` (a
+    baseline: no uncertainty) writes no standard deviation at all, and an earlier one under the same key is removed.
     """
     import anndata as ad
 
@@ -297,11 +313,11 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, copy,
             pred = TableModel.parse(pred, region=regions, region_key=region_key, instance_key=instance_key)
         else:
             pred = TableModel.parse(pred)
-        if copy:
+        if return_table:
             return pred
         data.tables[key_added] = pred
         return None
-    if copy:
+    if return_table:
         return pred
     data.obsm[key_added] = _full_frame(mean, table, rows, genes)
     if std is not None:

@@ -85,7 +85,7 @@ def test_official_init_is_only_close_to_the_backbone():
     torch.testing.assert_close(out_exact, ref, atol=1e-5, rtol=1e-5)
     rel = ((out_off - ref).norm() / ref.norm()).item()
     # measured 1.2e-4 here (CellFM init; 2.7e-3 with unit-gain Xavier projections), documented in
-    # sthinge.models.hinge. METHOD.md reports about 4 % for its toy model; the post-LNs largely absorb the gate's
+    # sthinge.models.hinge. A toy model of the official code gives about 4 %; the post-LNs largely absorb the gate's
     # 0.25 % shortfall, so it does not compound over the 80 sub-layers here.
     assert 1e-6 < rel < 0.01, rel
 
@@ -221,8 +221,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path, tiny_hinge):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# official checkpoint: a random state dict with the published names and shapes (METHOD.md Part B §2.5) and an
-# independent functional re-implementation of the official equations (Part B §2.3), compared in float64
+# official checkpoint: a random state dict with the published names and shapes (docs/method.md, "Paper and
+# official code side by side") and an independent functional re-implementation of the official equations,
+# compared in float64
 
 
 def _official_state_dict(L, D, G, C, n_rows, n_bins, generator):
@@ -271,7 +272,7 @@ def _layer_norm(x, weight=None, bias=None, eps=1e-6):
 
 
 def _official_forward(sd, x, t, mp, mt, y, n_heads):
-    """The official HingeModel.forward(x, t, mp, mt, y), written from METHOD.md Part B §2.3 with plain tensor ops."""
+    """The official HingeModel.forward(x, t, mp, mt, y), written from the official code with plain tensor ops."""
     L = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("retentionblocks."))
     B, G = x.shape
     D = sd["gene_emb"].shape[1]

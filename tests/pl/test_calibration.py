@@ -74,7 +74,9 @@ def test_calibration_from_evaluate_of_a_baseline():
     table = sdata.tables[K.TABLE_KEY]
     table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
     table.uns[K.GENES_KEY] = list(table.var_names)
-    predict_baseline(sdata, fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"]), sections=["S2"])
+    model = fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"])
+    model.calibration = None  # Gaussian intervals
+    predict_baseline(sdata, model, sections=["S2"], levels=None)
     res = st.tl.evaluate(sdata, pred_key="ridge", metrics=["mse"])
     fig = pl.calibration(res, return_fig=True)
     line = _lines(fig)[1]
@@ -121,7 +123,8 @@ def test_spatial_interval_width_panel():
     table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
     table.uns[K.GENES_KEY] = list(table.var_names)
     model = fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"])
-    predict_baseline(sdata, model, sections=["S2"])
+    model.calibration = None  # Gaussian intervals: width 2 z std
+    predict_baseline(sdata, model, sections=["S2"], levels=None)
     gene = table.var_names[0]
     fig = pl.spatial(sdata, gene, keys=["ridge", "ridge_width90"], pred_key="ridge", img=False, return_fig=True)
     axes = [a for a in fig.axes if a.get_title()]

@@ -56,7 +56,9 @@ def test_ridge_recovers_linear_relation_on_held_out_section():
     assert list(res.index) == ["S3"]
     assert res.loc["S3", "pcc10"] > 0.99 and res.loc["S3", "mse"] < 1e-2
     # a Gaussian std from held-out residuals: evaluate reports the calibration of its intervals
-    assert res.loc["S3", "interval_method"] == "gaussian" and res.loc["S3", "crps_method"] == "gaussian"
+    # (split-conformal from the same residuals: the 50 / 90 % layers, the other levels from the stored calibration)
+    assert res.loc["S3", "interval_method"] == "layers(50,90)+conformal(80,95)"
+    assert res.loc["S3", "crps_method"] == "gaussian"
     assert np.isfinite(res.loc["S3", ["coverage90", "crps", "width90"]].astype(float)).all()
     assert model.params["std_method"] == "section-folds:2"
 
@@ -183,7 +185,7 @@ def test_cross_validate_hinge_one_fold(monkeypatch):
     )
     assert _snapshot(sdata) == before
     assert list(cv.index) == ["S3"] and cv.loc["S3", "method"] == "hinge"
-    assert np.isfinite(cv.loc["S3", "mse"]) and cv.loc["S3", "coverage90_method"] == "gaussian"
+    assert np.isfinite(cv.loc["S3", "mse"]) and cv.loc["S3", "coverage90_method"] == "layers"  # conformal, from fit
 
 
 def _linear_gaussian_adata(n_sections=6, n_spots=150, n_genes=8, dim=5, noise=0.5, seed=0):
@@ -215,8 +217,12 @@ def test_ridge_gaussian_std_covers_held_out_spots():
     np.testing.assert_allclose(model.resid_std, 0.5, rtol=0.1)
     predict_baseline(adata, model, sections=["S6"])
     res = evaluate(adata, pred_key="ridge", metrics=["mse"])
-    assert 0.85 <= res.loc["S6", "coverage90"] <= 0.95
-    assert res.loc["S6", "interval_method"] == "gaussian"
+    assert 0.85 <= res.loc["S6", "coverage90"] <= 0.95  # split-conformal on the same held-out residuals
+    assert res.loc["S6", "interval_method"] == "layers(50,90)+conformal(80,95)"
+    model.calibration = None  # the Gaussian interval mean +- 1.645 std covers about 90 % too
+    predict_baseline(adata, model, sections=["S6"], levels=None, overwrite=True)
+    res = evaluate(adata, pred_key="ridge", metrics=["mse"])
+    assert 0.85 <= res.loc["S6", "coverage90"] <= 0.95 and res.loc["S6", "interval_method"] == "gaussian"
     # the std is laid out for a later per-gene calibration factor
     model.std_scale = np.full(model.n_genes, 2.0)
     np.testing.assert_allclose(model.predict_std_array(3), np.broadcast_to(2 * model.resid_std, (3, model.n_genes)))

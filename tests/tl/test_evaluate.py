@@ -389,8 +389,9 @@ def test_quantile_layers_of_a_prediction_table():
     table = sdata.tables[K.TABLE_KEY]
     table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
     table.uns[K.GENES_KEY] = list(table.var_names)
-    predict_baseline(sdata, fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"]), sections=["S2"],
-                     key_added="pred")
+    model = fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"])
+    model.calibration = None  # Gaussian intervals wherever no layer is stored
+    predict_baseline(sdata, model, sections=["S2"], key_added="pred", levels=None)
     pred = sdata.tables["pred"]
     lo, hi = interval_layer_names("pred", 0.95)
     pred.layers[lo], pred.layers[hi] = np.asarray(pred.X) - 1e3, np.asarray(pred.X) + 1e3

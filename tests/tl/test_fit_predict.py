@@ -57,7 +57,12 @@ def test_predict_writes_linked_table(trained):
     assert pred.shape == (64, len(model.genes))
     assert list(pred.var_names) == model.genes
     assert pred.X.shape == pred.shape and np.isfinite(pred.X).all()
-    assert set(pred.layers) == {f"{K.PRED_KEY}{K.STD_SUFFIX}"}  # the mean is X alone: no copy of it in a layer
+    # the mean is X alone (no copy of it in a layer); the std and the bounds of the 50 and 90 % intervals
+    assert set(pred.layers) == {f"{K.PRED_KEY}{s}" for s in (K.STD_SUFFIX, "_q25", "_q75", "_q05", "_q95")}
+    assert pred.uns[K.PRED_KEY]["intervals"] == "conformal" and model.calibration is not None
+    assert (pred.layers["sthinge_q05"] <= pred.layers["sthinge_q25"]).all()
+    assert (pred.layers["sthinge_q25"] <= pred.X).all() and (pred.X <= pred.layers["sthinge_q75"]).all()
+    assert (pred.layers["sthinge_q75"] <= pred.layers["sthinge_q95"]).all()
     std = pred.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"]
     assert std.shape == pred.shape and (std >= 0).all() and std.max() > 0
     samples = pred.obsm[f"{K.PRED_KEY}{K.SAMPLES_SUFFIX}"]

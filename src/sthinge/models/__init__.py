@@ -21,6 +21,7 @@ from sthinge.models.cellfm import (
 )
 from sthinge.models.diffusion import MaskSchedule, calibrate, fill_values, training_loss
 from sthinge.models.hinge import Hinge, HingeConfig, load_official_hinge
+from sthinge.models.likelihood import beta_nll, censored_gaussian_moments, gaussian_crps
 from sthinge.models.sampler import auto_batch_size, sample, sample_reference
 from sthinge.models.softadaln import ConcatCondition, SoftAdaLN, SoftNorm, SumCondition, timestep_embedding
 
@@ -42,8 +43,11 @@ __all__ = [
     "SoftNorm",
     "SumCondition",
     "auto_batch_size",
+    "beta_nll",
     "calibrate",
+    "censored_gaussian_moments",
     "fill_values",
+    "gaussian_crps",
     "load_cellfm",
     "load_official_hinge",
     "masked_value_loss",

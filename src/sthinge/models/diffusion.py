@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from sthinge.models.likelihood import beta_nll, gaussian_crps
+
 if TYPE_CHECKING:  # pragma: no cover
     from sthinge.models.hinge import Hinge, HingeConfig
 
@@ -35,6 +37,7 @@ _KINDS = ("poly_auto", "poly", "linear")
 _MASKINGS = ("exact", "bernoulli")
 _FILLS = ("gauss", "zero")
 _LOSS_WEIGHTS = ("revealed", "pi_t", "masked")
+_LIKELIHOOD_LOSSES = ("crps", "beta_nll")
 
 
 def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None):
@@ -233,11 +236,18 @@ def training_loss(
     t_max: int | None = None,
     loss_weight: str = "masked",
     fill: str | None = None,
+    likelihood_loss: str | None = None,
 ) -> Tensor:
     """One masked-diffusion training loss on a batch.
 
     Draws t ~ U{1..t_max}, the masks m_t ⊆ m_{t−1}, fills masked entries, calls
     ``model(x_t, t, m_{t−1}, m_t, cond)`` and scores x̂₀ in float32.
+
+    For a model with ``config.likelihood == "gaussian"`` the call is ``model(..., return_std=True)`` and the
+    element-wise squared error (x̂₀ − x₀)² is replaced by the scoring rule ``likelihood_loss`` of the predicted
+    (μ, σ) at x₀ (:func:`~sthinge.models.likelihood.gaussian_crps` censored at 0, or
+    :func:`~sthinge.models.likelihood.beta_nll`); the genes and weights below are the same. The random draws
+    are the same for both likelihoods.
 
     Parameters
     ----------
@@ -263,6 +273,9 @@ def training_loss(
         of the few revealed at t (it trained better on Her2ST: ``docs/benchmarks.md``).
     fill
         Override of the model's ``mask_fill`` (``"gauss"`` or ``"zero"``).
+    likelihood_loss
+        Override of the model's ``config.likelihood_loss`` (``"crps"`` or ``"beta_nll"``); only used by
+        ``likelihood="gaussian"`` models.
 
     Returns
     -------
@@ -270,6 +283,11 @@ def training_loss(
     """
     if loss_weight not in _LOSS_WEIGHTS:
         raise ValueError(f"loss_weight must be one of {_LOSS_WEIGHTS}, got {loss_weight!r}")
+    gaussian = getattr(model.config, "likelihood", "point") == "gaussian"
+    if gaussian:
+        likelihood_loss = likelihood_loss or model.config.likelihood_loss
+    if likelihood_loss is not None and likelihood_loss not in _LIKELIHOOD_LOSSES:
+        raise ValueError(f"likelihood_loss must be one of {_LIKELIHOOD_LOSSES}, got {likelihood_loss!r}")
     schedule = schedule or MaskSchedule.from_config(model.config)
     B, G = x0.shape
     if G != schedule.n_genes:
@@ -280,8 +298,15 @@ def training_loss(
     visible, next_visible = schedule.masks(t, tau, x0.dtype)
     noise = fill_values((B, G), fill or model.config.mask_fill, generator=generator, device=device, dtype=x0.dtype)
     x_t = visible * x0 + (1 - visible) * noise
-    x0_hat = model(x_t, t, next_visible, visible, cond)  # (B, G)
-    err = (x0_hat.float() - x0.float()) ** 2
+    if gaussian:
+        mean, std = model(x_t, t, next_visible, visible, cond, return_std=True)  # (B, G) each
+        if likelihood_loss == "crps":
+            err = gaussian_crps(mean.float(), std.float(), x0.float(), lower=0.0)
+        else:
+            err = beta_nll(mean.float(), std.float(), x0.float())
+    else:
+        x0_hat = model(x_t, t, next_visible, visible, cond)  # (B, G)
+        err = (x0_hat.float() - x0.float()) ** 2
     if loss_weight == "revealed":
         w = next_visible.float() - visible.float()
         return (w * err).sum() / w.sum().clamp_min(1)

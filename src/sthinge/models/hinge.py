@@ -39,6 +39,16 @@ Variants (paper §4.3, chosen at construction; ``forward`` is the same program f
 ``"nosoftnorm"``      SoftAdaLN without SoftNorm (no η parameters), also before the decoder.
 ``"noidinit"``        full structure, but no identity init (Xavier-uniform projections, zero biases, η = σ(0)).
 
+Likelihood
+----------
+``likelihood="point"`` (default) is the paper's and the official model: the decoder gives x̂₀ and the sampler writes
+it into every revealed gene, so samples are conditional means, not draws. ``likelihood="gaussian"`` adds a small
+head (:class:`~sthinge.models.likelihood.StdHead`, state-dict prefix ``std_head.``) on the same features the value
+decoder reads, giving a per-gene σ; the mean is the unchanged value decoder (so identity-at-init, parameter counts
+of the mean path and official parity are untouched), ``forward(..., return_std=True)`` returns (μ, σ), training
+scores the predictive with ``likelihood_loss`` and the sampler draws ``max(0, μ + σ ε)`` (see
+:mod:`sthinge.models.likelihood`).
+
 Hinge takes ownership of the backbone's modules: their ``requires_grad`` flags are set in place, ``scratch``
 re-initialises them, ``backbone-lora`` wraps their projections. The backbone's mask token ``mask_emb`` and
 cell-wise decoder are not used (as in the official code) and are not part of the model.
@@ -55,6 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sthinge.models.cellfm import NUMERICS, CellFM, CellFMConfig, RetentionLayer, SoftBinning, ValueDecoder
+from sthinge.models.likelihood import StdHead
 from sthinge.models.softadaln import (
     AdaLNModulation,
     ConcatCondition,
@@ -75,6 +86,8 @@ _CHOICES = {
     "variant": VARIANTS,
     "schedule": ("poly_auto", "poly", "linear"),
     "masking": ("exact", "bernoulli"),
+    "likelihood": ("point", "gaussian"),
+    "likelihood_loss": ("crps", "beta_nll"),
 }
 
 
@@ -107,6 +120,15 @@ class HingeConfig:
     schedule, zeta, k_tail, masking
         The masking schedule the model is trained and sampled with; see
         :class:`sthinge.models.diffusion.MaskSchedule`.
+    likelihood
+        ``"point"`` (default; the paper's and official model: the decoder predicts x̂₀, the loss is the squared error
+        and the sampler writes x̂₀ into revealed genes) or ``"gaussian"`` (an extra head predicts a per-gene σ; the
+        loss is ``likelihood_loss`` and the sampler draws each revealed gene from max(0, N(μ, σ²))). See
+        :mod:`sthinge.models.likelihood`.
+    likelihood_loss
+        Scoring rule of ``likelihood="gaussian"``: ``"crps"`` (default; closed-form CRPS of the Gaussian censored at
+        0, the distribution the sampler draws from) or ``"beta_nll"`` (β-NLL, β = 0.5, Seitzer et al. 2022). Not
+        used by ``"point"``. Chosen by ``benchmarks/bench_likelihood.py``.
     """
 
     n_genes: int
@@ -124,6 +146,8 @@ class HingeConfig:
     zeta: float | None = None
     k_tail: int = 1
     masking: str = "exact"
+    likelihood: str = "point"
+    likelihood_loss: str = "crps"
 
     def __post_init__(self) -> None:
         for field, allowed in _CHOICES.items():
@@ -225,7 +249,10 @@ class HistAffineLNBlock(nn.Module):
 
 
 class FinalLayer(SoftAdaLN):
-    """Ungated SoftAdaLN (``pre_norm``, ``proj``) followed by CellFM's value decoder (``w1``, ``w2``)."""
+    """Ungated SoftAdaLN (``pre_norm``, ``proj``) followed by CellFM's value decoder (``w1``, ``w2``).
+
+    ``forward(h, c) == decode(features(h, c))``; :class:`~sthinge.models.likelihood.StdHead` reads ``features``.
+    """
 
     def __init__(self, value_dec: ValueDecoder, d_model: int, init: str, softnorm: bool = True) -> None:
         super().__init__(d_model, init, softnorm)
@@ -233,10 +260,17 @@ class FinalLayer(SoftAdaLN):
         self.w2 = value_dec.w2
         self.slope = value_dec.slope
 
+    def features(self, h: Tensor, c: Tensor) -> Tensor:
+        """Gene tokens (B, G, D), condition (B, D) -> the decoder's input SoftAdaLN(h, c) (B, G, D)."""
+        return super().forward(h, c)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """The value decoder: features (B, G, D) -> x̂₀ (B, G)."""
+        return self.w2(F.leaky_relu(self.w1(x), self.slope)).squeeze(-1)
+
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         """Gene tokens (B, G, D), condition (B, D) -> x̂₀ (B, G)."""
-        x = super().forward(h, c)
-        return self.w2(F.leaky_relu(self.w1(x), self.slope)).squeeze(-1)
+        return self.decode(self.features(h, c))
 
 
 class _ValueTokens(nn.Module):
@@ -315,6 +349,8 @@ class Hinge(nn.Module):
                 blocks.append(HingeBlock(layer, bc.alpha, p, init, softnorm))
         self.retentionblocks = nn.ModuleList(blocks)
         self.final_layer = FinalLayer(backbone.value_dec, D, init, softnorm)
+        # only for likelihood="gaussian" (created last: the point model's parameters, names and init are unchanged)
+        self.std_head = StdHead(D) if config.likelihood == "gaussian" else None
         self.n_masked_layers = N // 2  # masked genes are hidden as keys/values in blocks 0..N/2-1 only
         self.len_scale = (config.n_genes + 1e-6) ** -0.5  # ν = 1/√G over all genes
 
@@ -365,7 +401,9 @@ class Hinge(nn.Module):
         tokens = self.value_enc(x_t) + (1 - m) * self.zero_emb + F.embedding(self.gg, self.gene_emb)
         return torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
 
-    def forward(self, x_t: Tensor, t: Tensor, next_visible: Tensor, visible: Tensor, cond: Tensor) -> Tensor:
+    def forward(
+        self, x_t: Tensor, t: Tensor, next_visible: Tensor, visible: Tensor, cond: Tensor, *, return_std: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Predict x̂₀ (the official ``forward(x, t, mp, mt, y)``).
 
         Parameters
@@ -380,11 +418,18 @@ class Hinge(nn.Module):
             (B, G) m_t, current visibility; drives ``zero_emb`` and the key/value mask.
         cond
             (B, C) histology features.
+        return_std
+            Also return the predicted standard deviation σ (``likelihood="gaussian"`` only).
 
         Returns
         -------
-        (B, G) x̂₀ for every gene.
+        x0_hat
+            (B, G) x̂₀ for every gene (the mean μ of the predictive, for ``likelihood="gaussian"``).
+        std
+            (B, G) float32 σ > 0, only with ``return_std``.
         """
+        if return_std and self.std_head is None:
+            raise ValueError("return_std=True needs a model with likelihood='gaussian' (this one is 'point')")
         if x_t.dim() == 3:
             x_t = x_t.squeeze(1)
         c = self.cond_embed(t, cond, next_visible)  # (B, D), once per spot and step
@@ -393,7 +438,10 @@ class Hinge(nn.Module):
         key_mask = torch.cat([m.new_ones(m.shape[0], 1), m], dim=1).unsqueeze(-1)  # (B, G+1, 1), CLS always a key
         for i, block in enumerate(self.retentionblocks):
             h = block(h, c, key_mask if i < self.n_masked_layers else 1.0, self.len_scale)
-        return self.final_layer(h[:, 1:], c)
+        if not return_std:
+            return self.final_layer(h[:, 1:], c)
+        x = self.final_layer.features(h[:, 1:], c)
+        return self.final_layer.decode(x), self.std_head(x)
 
     def save(self, path: str | os.PathLike, *, var_names: list[str] | None = None, overwrite: bool = False) -> None:
         """Write a sthinge model file ``{"state_dict", "config", "var_names", "version"}`` (torch.save).
@@ -477,7 +525,9 @@ def load_official_hinge(
     dtype
         Cast floating-point tensors to this dtype (default: as stored).
     **config_overrides
-        Fields of :class:`HingeConfig` (e.g. ``n_steps``, ``mask_fill``) not stored in the checkpoint.
+        Fields of :class:`HingeConfig` (e.g. ``n_steps``, ``mask_fill``) not stored in the checkpoint. With
+        ``likelihood="gaussian"`` (official checkpoints are point models) the σ head ``std_head`` starts from its
+        initialisation (σ = 1 everywhere), ready to be trained on top of the official weights.
 
     Returns
     -------
@@ -520,6 +570,9 @@ def load_official_hinge(
         **NUMERICS["hinge-official"],
     )
     config = HingeConfig(n_genes=n_genes, cond_dim=sd["cond_embed.label.0.weight"].shape[1], **config_overrides)
+    if config.likelihood != "point" and not any(k.startswith("std_head.") for k in sd):
+        head = StdHead(d_model).to(device=sd["gene_emb"].device, dtype=sd["gene_emb"].dtype)
+        sd = {**sd, **{f"std_head.{k}": v for k, v in head.state_dict().items()}}
     with torch.device("meta"):
         model = Hinge(CellFM(cellfm_config), torch.empty(n_genes, dtype=torch.long), config)
     expected = model.state_dict()

@@ -9,6 +9,13 @@ revealed values are never changed. Steps at which no gene is revealed are skippe
 something are sent through the model; when every row reveals something (always so with exact-count masking)
 the batch goes through as it is, without gathering rows.
 
+Likelihoods. For ``likelihood="point"`` models (the paper's) the value written into a revealed gene is x̂₀, the
+model's conditional mean, so the spread over samples only reflects reveal orders and fill noise. For
+``likelihood="gaussian"`` models it is a *draw* max(0, μ + σ ε) from the predicted Gaussian censored at 0, with one
+ε ~ N(0, 1) per row and gene drawn up front with the reveal times and fill values; later steps see the drawn values
+as they see any revealed value, so a sample is a joint draw over genes (gene–gene dependence included) and the
+spread over samples is the model's predictive uncertainty. ``draw=False`` gives a Gaussian model the point sampler.
+
 The model is called with rows = spots × samples, so the condition path runs once per spot, sample and step
 (never per gene). :func:`sample_reference` is the deliberately plain version (every chosen step, every row,
 float32, no skipping) with the same draws, used to check :func:`sample`.
@@ -24,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sthinge.models.diffusion import MaskSchedule, fill_values
+from sthinge.models.likelihood import censored_gaussian_moments
 
 __all__ = ["auto_batch_size", "sample", "sample_reference", "sampling_steps"]
 
@@ -106,6 +114,35 @@ def _draws(schedule: MaskSchedule, fill: str, n_rows: int, generator: torch.Gene
     return tau, noise
 
 
+def _all_draws(
+    schedule: MaskSchedule, fill: str, n_rows: int, generator: torch.Generator | None, draw: bool
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """:func:`_draws` and, when drawing, then the standard normal ε (rows, G) of the Gaussian draws (same device
+    rule). Without ``draw`` nothing more is drawn than for a point model (same generator state afterwards)."""
+    tau, noise = _draws(schedule, fill, n_rows, generator)
+    if not draw:
+        return tau, noise, None
+    device = generator.device if generator is not None else "cpu"
+    return tau, noise, fill_values((n_rows, schedule.n_genes), "gauss", generator=generator, device=device)
+
+
+def _resolve_draw(model: nn.Module, draw: bool | None) -> bool:
+    gaussian = getattr(model.config, "likelihood", "point") == "gaussian"
+    if draw is None:
+        return gaussian
+    if draw and not gaussian:
+        raise ValueError("draw=True needs a model with likelihood='gaussian' (this one predicts a point x̂₀)")
+    return bool(draw)
+
+
+def _predict(model: nn.Module, args: tuple[Tensor, ...], draw: bool) -> tuple[Tensor, Tensor | None]:
+    """(μ float32, σ float32) for a drawing sampler, (x̂₀ float32, None) otherwise."""
+    if not draw:
+        return model(*args).float(), None
+    mean, std = model(*args, return_std=True)
+    return mean.float(), std.float()
+
+
 def _batches(n_spots: int, n_samples: int, batch_size: int) -> Iterator[tuple[int, int]]:
     per = max(1, batch_size // n_samples)  # whole spots per model call
     for start in range(0, n_spots, per):
@@ -133,7 +170,9 @@ def sample(
     return_samples: bool = False,
     autocast: torch.dtype | None = None,
     progress: bool = False,
-) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+    draw: bool | None = None,
+    return_variance: bool = False,
+) -> tuple[Tensor, ...]:
     """Sample expression for each spot from its histology features.
 
     Parameters
@@ -158,6 +197,11 @@ def sample(
         Run the model under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``).
     progress
         Show a progress bar over spot batches.
+    draw
+        Write draws max(0, μ + σ ε) into revealed genes (default for ``likelihood="gaussian"`` models) or the
+        predicted mean (``False``; the only choice, and the default, for ``likelihood="point"``).
+    return_variance
+        Also return the mixture-consistent predictive variance (last element of the result).
 
     Returns
     -------
@@ -167,15 +211,24 @@ def sample(
         (n_spots, G) float32 standard deviation over samples (0 for one sample).
     samples
         (n_spots, n_samples, G), only with ``return_samples``.
+    variance
+        (n_spots, G) float32, only with ``return_variance``: the variance of the predictive mixture
+        (1/S) Σ_s F_s, where F_s is the distribution gene g was drawn from in sample s (given that sample's reveal
+        order, fill and earlier draws): mean_s v_s + var_s m_s, with (m_s, v_s) the mean and variance of
+        max(0, N(μ_s, σ_s²)) (law of total variance). It estimates the same predictive variance as ``std²`` with
+        less Monte-Carlo noise (it is the Rao–Blackwellised estimate, exact for one sample's own draw
+        distribution); for a point model, or ``draw=False``, v_s = 0, m_s = x̂₀ and it equals ``std²``.
     """
     schedule = _resolve(model, cond, schedule, n_samples)
+    draw = _resolve_draw(model, draw)
     steps = sampling_steps(schedule.n_steps, n_steps)
     bounds = list(zip(steps, [*steps[1:], 0]))  # (t_k, t_{k+1})
     device = next(model.parameters()).device
     n_spots, G = cond.shape[0], schedule.n_genes
-    tau_all, noise_all = _draws(schedule, model.config.mask_fill, n_spots * n_samples, generator)
+    tau_all, noise_all, eps_all = _all_draws(schedule, model.config.mask_fill, n_spots * n_samples, generator, draw)
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     out = torch.empty(n_spots, n_samples, G, dtype=torch.float32, device=cond.device)
+    variance = torch.empty(n_spots, G, dtype=torch.float32, device=cond.device) if return_variance else None
     if batch_size is None:
         batch_size = auto_batch_size(model, device)
     batches = list(_batches(n_spots, n_samples, batch_size))
@@ -184,6 +237,9 @@ def sample(
         tau = tau_all[rows].to(device).long()  # (R, G)
         x = noise_all[rows].to(device, copy=True)  # (R, G): fill values until revealed
         c = cond[start:stop].to(device).repeat_interleave(n_samples, dim=0)  # (R, C)
+        eps = eps_all[rows].to(device) if draw else None
+        if return_variance:  # mean and variance of the distribution each gene was drawn from
+            cm, cv = torch.zeros_like(x), torch.zeros_like(x)
         for t_k, t_next in bounds:
             reveal = (tau <= t_k) & (tau > t_next)  # (R, G)
             any_row = reveal.any(dim=1)
@@ -198,12 +254,21 @@ def sample(
             next_visible = (tau_a > t_next).float()
             t = torch.full((n_active,), t_k, dtype=torch.long, device=device)
             with amp:
-                x0_hat = model(x[sel], t, next_visible, visible, c[sel])  # (A, G)
-            x[sel] = torch.where(reveal[sel], x0_hat.float(), x[sel])
+                mu, sigma = _predict(model, (x[sel], t, next_visible, visible, c[sel]), draw)  # (A, G) each
+            new = (mu + sigma * eps[sel]).clamp_min(0) if draw else mu
+            x[sel] = torch.where(reveal[sel], new, x[sel])
+            if return_variance:
+                m, v = censored_gaussian_moments(mu, sigma) if draw else (mu, torch.zeros_like(mu))
+                cm[sel] = torch.where(reveal[sel], m, cm[sel])
+                cv[sel] = torch.where(reveal[sel], v, cv[sel])
         out[start:stop] = x.view(stop - start, n_samples, G).to(out.device)
+        if return_variance:
+            cm, cv = cm.view(stop - start, n_samples, G), cv.view(stop - start, n_samples, G)
+            variance[start:stop] = (cv.mean(dim=1) + cm.var(dim=1, correction=0)).to(variance.device)
     mean = out.mean(dim=1)
     std = out.std(dim=1, correction=0)
-    return (mean, std, out) if return_samples else (mean, std)
+    result = (mean, std, out) if return_samples else (mean, std)
+    return (*result, variance) if return_variance else result
 
 
 @torch.inference_mode()
@@ -215,15 +280,17 @@ def sample_reference(
     n_steps: int | None = None,
     n_samples: int = 1,
     generator: torch.Generator | None = None,
+    draw: bool | None = None,
 ) -> Tensor:
     """Plain reference sampler: the paper's loop, every chosen step, every row, float32, no skipping.
 
     Uses the same draws as :func:`sample` for the same generator state: x_T = fill, then for each chosen step
     x̂₀ = f(x_t, t, m_next, m_t, v), x̃₀ = m_t ⊙ x_t + (1 − m_t) ⊙ x̂₀, x_next = m_next ⊙ x̃₀ + (1 − m_next) ⊙ fill.
+    When drawing (``likelihood="gaussian"``), x̂₀ is replaced by the draw max(0, μ + σ ε) with the row's ε.
 
     Parameters
     ----------
-    model, cond, schedule, n_steps, n_samples, generator
+    model, cond, schedule, n_steps, n_samples, generator, draw
         As in :func:`sample`.
 
     Returns
@@ -231,10 +298,11 @@ def sample_reference(
     (n_spots, n_samples, G) samples.
     """
     schedule = _resolve(model, cond, schedule, n_samples)
+    draw = _resolve_draw(model, draw)
     steps = sampling_steps(schedule.n_steps, n_steps)
     device = next(model.parameters()).device
     n_spots, G = cond.shape[0], schedule.n_genes
-    tau, noise = _draws(schedule, model.config.mask_fill, n_spots * n_samples, generator)
+    tau, noise, eps = _all_draws(schedule, model.config.mask_fill, n_spots * n_samples, generator, draw)
     tau, noise = tau.to(device).long(), noise.to(device)
     c = cond.to(device).repeat_interleave(n_samples, dim=0)
     x = noise.clone()
@@ -243,7 +311,11 @@ def sample_reference(
         m_t = (tau > t_k).float()
         m_next = (tau > t_next).float()
         t = torch.full((x.shape[0],), t_k, dtype=torch.long, device=device)
-        x0_hat = model(x, t, m_next, m_t, c).float()
+        if draw:
+            mu, sigma = model(x, t, m_next, m_t, c, return_std=True)
+            x0_hat = (mu.float() + sigma.float() * eps.to(device)).clamp_min(0)
+        else:
+            x0_hat = model(x, t, m_next, m_t, c).float()
         x0_tilde = m_t * x + (1 - m_t) * x0_hat
         x = m_next * x0_tilde + (1 - m_next) * noise
     return x.view(n_spots, n_samples, G)

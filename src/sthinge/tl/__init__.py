@@ -2,6 +2,8 @@
 
 from sthinge.tl._backbone import default_backbone
 from sthinge.tl._baselines import BaselineModel, fit_baseline, predict_baseline
+from sthinge.tl._calibrate import calibrate
+from sthinge.tl._conformal import Calibration
 from sthinge.tl._crossval import CrossValidationDetails, cross_validate
 from sthinge.tl._evaluate import Coexpression, coexpression, compare, evaluate
 from sthinge.tl._fit import fit
@@ -12,7 +14,9 @@ from sthinge.tl._pretrain import pretrain_backbone
 __all__ = [
     "fit",
     "predict",
+    "calibrate",
     "HingeModel",
+    "Calibration",
     "pretrain_backbone",
     "default_backbone",
     "evaluate",

@@ -59,7 +59,10 @@ class BaselineModel:
         Per-gene predictive standard deviation (log expression units): the root mean square of held-out residuals
         on the training spots (see :func:`fit_baseline`); ``None`` for a model without one.
     std_scale
-        Per-gene factor applied to ``resid_std`` (``None``: 1), the place for a later calibration of the intervals.
+        Per-gene factor applied to ``resid_std`` (``None``: 1).
+    calibration
+        Split-conformal calibration of the intervals (:class:`sthinge.tl._conformal.Calibration`), from the same
+        held-out residuals as ``resid_std``: the step HINGE gets from :func:`sthinge.tl.calibrate`.
     """
 
     method: str
@@ -77,6 +80,7 @@ class BaselineModel:
     history: list[dict[str, float]] = field(default_factory=list)
     resid_std: np.ndarray | None = None
     std_scale: np.ndarray | None = None
+    calibration: Any = None
 
     @property
     def n_genes(self) -> int:
@@ -137,8 +141,9 @@ def _residual_folds(groups: np.ndarray, seed: int) -> list[np.ndarray]:
 
 
 def _residual_std(method: str, est: Any, xs: np.ndarray, ys: np.ndarray, groups: np.ndarray, seed: int,
-                  mlp_kwargs: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Per-gene predictive std in standardised units: RMS of out-of-fold residuals on the training spots.
+                  mlp_kwargs: dict | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """Per-gene predictive std in standardised units: RMS of out-of-fold residuals on the training spots; also the
+    settings used and the residuals themselves (spots x genes; ``None`` without any).
 
     In-sample residuals are far too small for these models (kNN with k = 1 reproduces its training spots exactly,
     ridge with a small penalty nearly so), so each spot's residual comes from a model that did not see it. The
@@ -180,10 +185,10 @@ def _residual_std(method: str, est: Any, xs: np.ndarray, ys: np.ndarray, groups:
         resid[held] = pred - ys[held]
     used = np.isfinite(resid).all(axis=1)
     if not used.any():
-        return np.full(ys.shape[1], np.nan), {"std_method": "none"}
+        return np.full(ys.shape[1], np.nan), {"std_method": "none"}, None
     rms = np.sqrt(np.mean(resid[used] ** 2, axis=0))
     how = "section-folds" if len(set(groups.tolist())) >= 2 else "spot-folds"
-    return rms, {"std_method": f"{how}:{len(folds)}", "std_n_spots": int(used.sum())}
+    return rms, {"std_method": f"{how}:{len(folds)}", "std_n_spots": int(used.sum())}, resid[used]
 
 
 @_doc
@@ -336,8 +341,16 @@ def fit_baseline(
               else np.full(len(rows), "all", dtype=object))
     mlp_kwargs = dict(hidden_layer_sizes=hidden, early_stopping=True, validation_fraction=val_fraction,
                       max_iter=max_iter, n_iter_no_change=10, random_state=seed)
-    resid_std, std_info = _residual_std(method, est, xs, ys, groups, seed, mlp_kwargs)
+    resid_std, std_info, resid = _residual_std(method, est, xs, ys, groups, seed, mlp_kwargs)
     params.update(std_info)
+    calibration = None
+    if resid is not None and len(resid) >= 2 and np.isfinite(resid_std).all():
+        # the same conformal step as HINGE's, on the held-out residuals (log expression units)
+        from sthinge.tl._conformal import conformal_calibration
+
+        r = resid * y_std
+        calibration = conformal_calibration(r, np.zeros_like(r), np.broadcast_to(resid_std * y_std, r.shape),
+                                            info={"source": std_info["std_method"]})
 
     info = table.uns.get(K.UNS_NORMALIZE, {})
     train_names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
@@ -347,6 +360,7 @@ def fit_baseline(
         transform=dict(info) if isinstance(info, dict) else {}, params=params, train_sections=train_names,
         history=history,
         resid_std=(resid_std * y_std).astype(np.float32) if np.isfinite(resid_std).all() else None,
+        calibration=calibration,
     )
     logg.info(f"fit_baseline: {method} on {len(rows)} spots x {len(genes)} genes ({embedding_key}, {emb.shape[1]}-d).")
     return model
@@ -360,6 +374,7 @@ def predict_baseline(
     *,
     sections: Sequence[str] | str | None = None,
     section_key: str = K.SECTION_KEY,
+    levels: Sequence[float] | None = (0.5, 0.9),
     key_added: str | None = None,
     overwrite: bool = False,
     inplace: bool = True,
@@ -371,8 +386,9 @@ def predict_baseline(
     gene, the same for every spot, from the model's held-out residuals on its training spots
     (``BaselineModel.resid_std``, see :func:`fit_baseline`). It is written where HINGE writes its std
     (``layers[f"{key_added}_std"]``, or ``obsm[f"{key_added}_std"]`` for AnnData), so :func:`sthinge.tl.evaluate`
-    reports the baseline's interval coverage and CRPS (Gaussian intervals mean +- z std) and
-    :func:`sthinge.pl.spatial` draws its ``"<key>_std"``. There are no samples.
+    reports the baseline's CRPS (Gaussian) and :func:`sthinge.pl.spatial` draws its ``"<key>_std"``. Its
+    intervals at ``levels`` are split-conformal, as HINGE's: per gene, from the same held-out residuals
+    (``BaselineModel.calibration``). There are no samples.
 
     Parameters
     ----------
@@ -383,6 +399,9 @@ def predict_baseline(
     sections
         Only predict these sections (values of ``obs[section_key]``); default all spots.
     %(section_key)s
+    levels
+        Nominal levels of the intervals to write (``layers[f"{key_added}_q05"]``, ... as :func:`sthinge.tl.predict`
+        writes them); ``None``: none.
     key_added
         Name of the prediction (default: the method, e.g. ``"ridge"``); never the table being read,
         ``obsm["spatial"]`` or the input embedding.
@@ -408,15 +427,17 @@ def predict_baseline(
     >>> st.tl.predict_baseline(sdata, ridge, sections="A1")  # doctest: +SKIP
     >>> sdata.tables["ridge"]  # doctest: +SKIP
     """
-    from sthinge.tl._predict import _check_inplace, _prediction_inputs, _write_prediction
+    from sthinge.tl._intervals import check_levels
+    from sthinge.tl._predict import _check_inplace, _intervals, _prediction_inputs, _write_prediction
 
     if not isinstance(model, BaselineModel):
         raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
     inplace = _check_inplace(inplace)
+    levels = () if levels is None or model.resid_std is None else check_levels(levels)
     rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
-                                   model.embedding_key, model.cond_dim, overwrite)
+                                   model.embedding_key, model.cond_dim, overwrite, levels=levels)
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
     std = model.predict_std_array(len(rows))  # Gaussian std, written like HINGE's (layers / obsm f"{key}_std")
@@ -429,6 +450,8 @@ def predict_baseline(
         "source_table": source_key if source_key is not None else "",
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
-    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace)
+    bounds = _intervals(mean, std, levels, model.calibration, key_added, uns)
+    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace,
+                             extra_layers=bounds)
 
 

@@ -59,6 +59,8 @@ class _Prediction:
     key: str = ""  # the prediction's name (`pred_key`)
     # quantile layers written with the prediction, (n, G), by their name (``f"{key}_q05"``; see tl._intervals)
     quantiles: dict[str, np.ndarray] = field(default_factory=dict)
+    # the split-conformal calibration the prediction was made with (``uns[key]["calibration"]``), gene-aligned
+    calibration: Any = None
 
     @property
     def obs(self) -> pd.DataFrame:
@@ -223,7 +225,9 @@ def _load_prediction(
         samples = None if samples is None else samples[:, :, idx]
         quantiles = {name: q[:, idx] for name, q in quantiles.items()}
     else:
+        idx = None
         genes = pred_genes
+    calibration = _stored_calibration(info, len(pred_genes), idx, pred_key)
 
     truth, layer = None, None
     if need_truth:
@@ -238,7 +242,24 @@ def _load_prediction(
             raise ValueError(f"The truth (`layers[{layer!r}]`) holds NaN or infinite values.")
     return _Prediction(genes=list(genes), mean=mean, std=std, samples=samples, truth=truth, source=source,
                        rows=np.asarray(rows, dtype=int), layer=layer, info=info, key=pred_key,
-                       quantiles=quantiles)
+                       quantiles=quantiles, calibration=calibration)
+
+
+def _stored_calibration(info: Any, n_genes: int, idx: np.ndarray | None, key: str):
+    """The :class:`~sthinge.tl._conformal.Calibration` stored with a prediction, restricted to the genes ``idx``."""
+    from sthinge.tl._conformal import Calibration
+
+    stored = info.get("calibration") if isinstance(info, dict) else None
+    if stored is None:
+        return None
+    try:
+        cal = Calibration.from_dict(dict(stored), n_genes)
+    except (TypeError, ValueError) as err:
+        logg.warning(f"Ignoring the calibration stored with {key!r}: {err}")
+        return None
+    if idx is not None:
+        cal.scale, cal.delta = cal.scale[:, idx], cal.delta[idx]
+    return cal
 
 
 def _labels(obs: pd.DataFrame, key: str | None) -> np.ndarray:
@@ -432,7 +453,8 @@ def _intervals(p: _Prediction, levels: Sequence[float],
     """Central intervals ``{level: (lower, upper, method)}`` of the rows ``idx`` of ``p``, each (n, G).
 
     Per level, the first that exists: the quantile layers written with the prediction (``"layers"``,
-    ``tl._intervals.interval_layer_names``), the quantiles of the samples (``"samples"``; numpy's default linear
+    ``tl._intervals.interval_layer_names``), the split-conformal interval of the calibration stored with it
+    (``"conformal"``, from mean and std), the quantiles of the samples (``"samples"``; numpy's default linear
     interpolation), the Gaussian interval mean +- z std (``"gaussian"``). Levels without any are left out.
     """
     out: dict[float, tuple[np.ndarray, np.ndarray, str]] = {}
@@ -441,6 +463,10 @@ def _intervals(p: _Prediction, levels: Sequence[float],
         lo_key, hi_key = interval_layer_names(p.key, level)
         if lo_key in p.quantiles and hi_key in p.quantiles:
             out[level] = (p.quantiles[lo_key][idx], p.quantiles[hi_key][idx], "layers")
+        elif p.calibration is not None and p.std is not None and p.calibration.levels[0] <= level \
+                <= p.calibration.levels[-1]:
+            lo, hi = p.calibration.interval(p.mean[idx], p.std[idx], level)
+            out[level] = (lo.astype(np.float64), hi.astype(np.float64), "conformal")
         elif p.samples is not None:
             from_samples.append(level)
         elif p.std is not None:
@@ -638,10 +664,13 @@ def evaluate(
       - The interval at level L is, per level, the first of: the quantile layers written with the prediction,
         ``layers[f"{pred_key}_q05"]`` / ``layers[f"{pred_key}_q95"]`` for 90 % (q25/q75 for 50 %, q10/q90 for 80 %,
         q025/q975 for 95 %: the digits of the quantile after "0."; ``obsm`` DataFrames for an AnnData); else the
+        split-conformal interval of the calibration stored with the prediction (``uns[pred_key]["calibration"]``,
+        written by ``tl.predict`` / ``tl.predict_baseline`` for a calibrated model) from its mean and std; else the
         (1 - L) / 2 and (1 + L) / 2 quantiles of the samples ``obsm[f"{pred_key}_samples"]`` (needs
         ``return_samples=True`` in ``tl.predict``); else the Gaussian interval mean +- z std with z the standard
         normal (1 + L) / 2 quantile (0.674, 1.282, 1.645, 1.960). ``interval_method`` says which (``"layers"``,
-        ``"samples"``, ``"gaussian"``; where levels differ, e.g. ``"layers(90,95)+gaussian(50,80)"``).
+        ``"conformal"``, ``"samples"``, ``"gaussian"``; where levels differ, e.g.
+        ``"layers(50,90)+conformal(80,95)"``).
       - ``crps``: the continuous ranked probability score, mean over spots x genes, in the units of the expression
         (lower is better; a proper scoring rule: it rewards sharp *and* calibrated predictions, and equals the
         absolute error for a prediction without spread). From the samples when there are samples, in the energy

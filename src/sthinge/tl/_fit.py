@@ -120,6 +120,9 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    calibrate: bool = True,
+    calibration_sections: Sequence[str] | None = None,
+    calibration_samples: int = 4,
     table_key: str | None = None,
 ) -> HingeModel:
     """Train HINGE on the spots of ``data``: a frozen expression backbone adapted by SoftAdaLN to histology.
@@ -196,6 +199,16 @@ def fit(
     overwrite
         Start afresh over the ``last.ckpt`` of an earlier fit in ``checkpoint_dir``. Without it (and without
         ``resume``), an existing checkpoint is an error raised before any work: it is never replaced silently.
+    calibrate
+        After training, calibrate the prediction intervals (split conformal, :func:`sthinge.tl.calibrate`) on
+        spots training did not use: the ``calibration_sections`` if given, else the validation spots.
+    calibration_sections
+        Sections held out of training and used only to calibrate (values of ``obs[section_key]``, within
+        ``train_sections``). Whole held-out sections give intervals that hold better on new sections than
+        random validation spots of the training sections do (``docs/benchmarks.md``), at the cost of training
+        on fewer sections.
+    calibration_samples
+        Samples per calibration spot (predict new spots with as many, and with the default ``n_steps``).
     %(table_key)s
 
     Returns
@@ -254,10 +267,22 @@ def fit(
     genes = _panel(table, genes_key)
     symbols = _panel_symbols(table, genes_key, genes)
     rows = _section_rows(table, train_sections, section_key, "train_sections")
+    if not isinstance(calibrate, bool):
+        raise TypeError(f"`calibrate` must be True or False, got {calibrate!r}.")
+    calibration_samples = _check_int("calibration_samples", calibration_samples, low=1, high=10_000)
+    cal_rows = np.zeros(0, dtype=np.int64)
+    if calibration_sections is not None:
+        cal_rows = _section_rows(table, calibration_sections, section_key, "calibration_sections")
+        outside = np.setdiff1d(cal_rows, rows)
+        if outside.size:
+            raise ValueError("`calibration_sections` must lie within `train_sections` (they are held out of them).")
+        if not calibrate:
+            raise ValueError("`calibration_sections` needs `calibrate=True`.")
+        rows = np.setdiff1d(rows, cal_rows)
     x, layer_used = _expression(table, layer, genes, rows)
     emb = _embedding(table, embedding_key, rows)
     if len(rows) < 2:
-        raise ValueError("`train_sections` select fewer than 2 spots; cannot train.")
+        raise ValueError("`train_sections` (without `calibration_sections`) select fewer than 2 spots; cannot train.")
     with torch.random.fork_rng(devices=[]):  # a randomly initialised preset depends on `seed` only
         torch.manual_seed(seed)
         net, source = _resolve_backbone(backbone, weights)
@@ -333,4 +358,28 @@ def fit(
         train_sections=train_names,
     )
     logg.info(f"fit: {len(lit.history)} epochs; best validation {stopper.best:.4g} at epoch {stopper.best_epoch}.")
+    if calibrate:
+        _calibrate_after_fit(model, table, rows[val_idx] if cal_rows.size == 0 else cal_rows, genes, layer_used,
+                             embedding_key, calibration_samples, seed, "validation spots" if cal_rows.size == 0 else
+                             "calibration_sections", section_key)
     return model
+
+
+def _calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_samples, seed, source, section_key):
+    """:func:`sthinge.tl.calibrate` on ``cal_rows`` of ``table`` (the same path as for a user's call)."""
+    import anndata as ad
+
+    from sthinge.tl._calibrate import calibrate
+    from sthinge.tl._data import _embedding, _expression
+
+    if len(cal_rows) < 2:
+        logg.warning("fit: fewer than 2 spots to calibrate on (no validation spots): the model is not calibrated; "
+                     "use `tl.calibrate` on a held-out section.")
+        return
+    truth, _ = _expression(table, layer, genes, cal_rows)
+    obs = table.obs.iloc[cal_rows][[section_key]] if section_key in table.obs else None
+    spots = ad.AnnData(X=truth, obs=obs, layers={"truth": truth},
+                       obsm={embedding_key: _embedding(table, embedding_key, cal_rows)})
+    spots.var_names = list(genes)
+    cal = calibrate(spots, model, layer="truth", n_samples=n_samples, seed=seed, section_key=section_key)
+    cal.info["source"] = source

@@ -14,6 +14,7 @@ from sthinge._logging import logg
 
 if TYPE_CHECKING:  # pragma: no cover
     from sthinge.models import Hinge, HingeConfig
+    from sthinge.tl._conformal import Calibration
 
 FORMAT_VERSION = 1
 _MODEL_FILE = "model.pt"
@@ -194,10 +195,18 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     transform = payload.get("transform", {})
     if not isinstance(transform, dict) or not all(isinstance(k, str) for k in transform):
         raise ValueError(f"{where}: field 'transform' must be a dict, got {type(transform).__name__}.")
+    calibration = payload.get("calibration")
+    if calibration is not None:
+        from sthinge.tl._conformal import Calibration
+
+        try:
+            calibration = Calibration.from_dict(calibration, len(var_names))
+        except ValueError as err:
+            raise ValueError(f"{where}: field 'calibration': {err}") from None
     return {"state": state, "config": config, "backbone_config": bconfig, "backbone": source,
             "var_names": var_names, "symbols": symbols, "embedding_key": key, "cond_mean": cond_mean,
             "cond_std": cond_std, "layer": layer, "transform": dict(transform), "history": list(history),
-            "train_sections": train_sections}
+            "train_sections": train_sections, "calibration": calibration}
 
 
 def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_size: int, where: str) -> None:
@@ -225,7 +234,9 @@ class HingeModel:
 
     Holds the torch module (:class:`sthinge.models.Hinge`), the gene panel it predicts, the embedding it is
     conditioned on (key, width and the standardisation learnt on the training spots), the expression transform
-    of its training layer, where the frozen backbone came from, and the per-epoch training history.
+    of its training layer, where the frozen backbone came from, the per-epoch training history and, once
+    calibrated (by :func:`sthinge.tl.fit` or :func:`sthinge.tl.calibrate`), the per-gene split-conformal
+    calibration of its prediction intervals (:attr:`calibration`).
 
     Use :meth:`save` / :meth:`load` to store it: only what is not frozen is written (SoftAdaLN, condition network,
     and any variant-specific trainable weights), plus a reference (path + sha256) to the backbone file when the
@@ -246,6 +257,7 @@ class HingeModel:
         transform: dict[str, Any] | None = None,
         history: list[dict[str, float]] | None = None,
         train_sections: list[str] | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.module = module
         self.genes = list(genes)
@@ -259,10 +271,13 @@ class HingeModel:
         self.transform = dict(transform or {})
         self.history = list(history or [])
         self.train_sections = list(train_sections or [])
+        self.calibration = calibration
         n_genes = int(module.config.n_genes)
         for name, names in (("genes", self.genes), ("symbols", self.symbols)):
             if len(names) != n_genes:
                 raise ValueError(f"`{name}` has {len(names)} names, but `module` predicts {n_genes} genes.")
+        if calibration is not None and calibration.scale.shape[1] != n_genes:
+            raise ValueError(f"`calibration` covers {calibration.scale.shape[1]} genes, the module {n_genes}.")
         for name, vec in (("cond_mean", self.cond_mean), ("cond_std", self.cond_std)):
             if vec.shape != (cond_dim,):
                 raise ValueError(f"`{name}` must have shape ({cond_dim},) (the module's cond_dim), got {vec.shape}.")
@@ -291,7 +306,8 @@ class HingeModel:
         c = self.config
         return (
             f"HingeModel(variant={c.variant!r}, genes={self.n_genes}, embedding={self.embedding_key!r} "
-            f"({self.cond_dim}-d), backbone={self.module.backbone_config.name!r}, epochs={len(self.history)})"
+            f"({self.cond_dim}-d), backbone={self.module.backbone_config.name!r}, epochs={len(self.history)}, "
+            f"calibrated={'no' if self.calibration is None else f'{self.calibration.n} spots'})"
         )
 
     # ------------------------------------------------------------------------------------------------
@@ -357,6 +373,7 @@ class HingeModel:
             "transform": {k: v for k, v in self.transform.items() if isinstance(v, str | int | float | bool)},
             "history": [{k: float(v) for k, v in h.items()} for h in self.history],
             "train_sections": list(self.train_sections),
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
         created = [p for p in (path, *path.parents) if not p.exists()]  # folders made here, removed on failure
         try:
@@ -483,6 +500,7 @@ class HingeModel:
             transform=fields["transform"],
             history=fields["history"],
             train_sections=fields["train_sections"],
+            calibration=fields["calibration"],
         )
 
 

@@ -14,6 +14,7 @@ from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg, progress
 from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _removed_keywords, _resolve_table
+from sthinge.tl._intervals import check_levels
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -54,12 +55,13 @@ def predict(
     autocast: bool | None = None,
     compile: bool = False,  # noqa: A002 - the name torch users know
     return_samples: bool = False,
+    levels: Sequence[float] | None = (0.5, 0.9),
     key_added: str = K.PRED_KEY,
     overwrite: bool = False,
     inplace: bool = True,
     table_key: str | None = None,
 ) -> AnnData | None:
-    """Sample gene expression for every spot from its histology embedding.
+    """Sample gene expression for every spot from its histology embedding, with its uncertainty.
 
     Spots are processed in streamed chunks and the results written into preallocated arrays, so memory beyond
     the outputs does not grow with the number of spots.
@@ -95,6 +97,13 @@ def predict(
         model fails, a warning says so and the prediction continues uncompiled (as with ``compile=False``).
     return_samples
         Also store the individual samples.
+    levels
+        Nominal levels of the central prediction intervals to write (each in (0, 1); ``None``: none). With a
+        calibrated model (:attr:`sthinge.tl.HingeModel.calibration`, set by :func:`sthinge.tl.fit` or
+        :func:`sthinge.tl.calibrate`) they are the split-conformal intervals ``mean +- q_g(level) (std +
+        delta_g)`` of each gene g, which cover their level on spots like the calibration spots; an uncalibrated
+        model gives Gaussian intervals ``mean +- z std`` with a warning, as they usually cover far less. Lower
+        bounds are clipped at 0.
     key_added
         Name of the prediction. It may never name the table being read, ``obsm["spatial"]`` or the model's
         input embedding.
@@ -112,16 +121,23 @@ def predict(
     AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
 
     - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``);
-    - ``layers[f"{key_added}_std"]``: the standard deviation over samples;
+    - ``layers[f"{key_added}_std"]``: the predictive standard deviation of the spot and gene, before
+      calibration: the square root of the variance of the mixture of the distributions the samples were drawn
+      from (reveal order, fill noise and, for ``likelihood="gaussian"`` models, the decoder's Gaussian of each
+      draw; law of total variance). For a point model (``likelihood="point"``, the paper's) it is the standard
+      deviation over the samples, 0 for one sample;
+    - ``layers[f"{key_added}_q05"]``, ``layers[f"{key_added}_q95"]``, ...: the bounds of the intervals at
+      ``levels`` (0.5: ``q25`` / ``q75``; 0.9: ``q05`` / ``q95``; 0.95: ``q025`` / ``q975``);
     - ``obsm[f"{key_added}_samples"]``: spots x samples x genes, if ``return_samples``;
-    - ``uns[key_added]``: the settings of the run.
+    - ``uns[key_added]``: the settings of the run, and how the intervals were made (``"intervals"``:
+      ``"conformal"`` or ``"gaussian"``, ``"levels"``).
 
     For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the source table
     (so ``squidpy.gr.spatial_neighbors`` / ``spatial_autocorr`` run on it directly; it holds no image, so draw it
     with ``squidpy.pl.spatial_scatter(pred, color=gene, shape=None)``, or over the H&E with
-    :func:`sthinge.pl.spatial`). For AnnData input the mean
-    and standard deviation are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]`` as DataFrames
-    (spots x panel genes).
+    :func:`sthinge.pl.spatial`). For AnnData input the mean, standard deviation
+    and interval bounds are written to ``obsm[key_added]``, ``obsm[f"{key_added}_std"]`` and
+    ``obsm[f"{key_added}_q05"]``, ... as DataFrames (spots x panel genes).
 
     Examples
     --------
@@ -148,8 +164,9 @@ def predict(
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
     inplace = _check_inplace(inplace)
+    levels = () if levels is None else check_levels(levels)
     rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
-                                   model.embedding_key, model.cond_dim, overwrite)
+                                   model.embedding_key, model.cond_dim, overwrite, levels=levels)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
     if autocast is None:
@@ -172,7 +189,7 @@ def predict(
             hi = min(lo + _CHUNK, n)
             cond = torch.from_numpy(model.standardize(_rows_of(emb, rows[lo:hi])))  # one chunk at a time
             kwargs = dict(n_steps=n_steps, n_samples=n_samples, generator=gen, return_samples=return_samples,
-                          autocast=dtype)
+                          autocast=dtype, return_variance=True)
             state = gen.get_state()
             try:  # a batch size halved on OOM stays halved
                 out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
@@ -187,7 +204,7 @@ def predict(
                 gen.set_state(state)
                 out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
             mean[lo:hi] = out[0].float().cpu().numpy()
-            std[lo:hi] = out[1].float().cpu().numpy()
+            std[lo:hi] = out[-1].float().clamp_min(0).sqrt().cpu().numpy()  # the predictive variance
             if samples is not None:
                 samples[lo:hi] = out[2].float().cpu().numpy()
     finally:
@@ -208,12 +225,42 @@ def predict(
         "compiled": bool(compile and runner is not module),
     }
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
+    bounds = _intervals(mean, std, levels, model.calibration, key_added, uns)
     extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
     return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace,
-                             extra_obsm=extra)
+                             extra_obsm=extra, extra_layers=bounds)
 
 
-def _check_prediction_keys(data, table, source_key, key_added: str, embedding_key: str, overwrite) -> None:
+def _intervals(mean: np.ndarray, std: np.ndarray, levels: tuple[float, ...], calibration, key_added: str,
+               uns: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The interval bounds at ``levels`` by their layer names: conformal with a calibration, else Gaussian (with a
+    warning). ``uns`` records which."""
+    from sthinge.tl._intervals import gaussian_z, interval_layer_names
+
+    out: dict[str, np.ndarray] = {}
+    if calibration is not None:  # so that `tl.evaluate` gives calibrated intervals at any level
+        uns["calibration"] = calibration.to_dict()
+    if not levels:
+        return out
+    uns["levels"] = [float(v) for v in levels]
+    uns["intervals"] = "gaussian" if calibration is None else "conformal"
+    if calibration is None:
+        logg.warning("predict: the model is not calibrated, so the intervals are Gaussian (mean +- z std) and "
+                     "usually cover far less than their level; calibrate it with `tl.calibrate` (or fit with "
+                     "`calibrate=True`).")
+    for level in levels:
+        if calibration is None:
+            half = gaussian_z(level) * std
+            lo, hi = np.maximum(mean - half, 0.0).astype(np.float32), (mean + half).astype(np.float32)
+        else:
+            lo, hi = calibration.interval(mean, std, level)
+        names = interval_layer_names(key_added, level)
+        out[names[0]], out[names[1]] = lo, hi
+    return out
+
+
+def _check_prediction_keys(data, table, source_key, key_added: str, embedding_key: str, overwrite,
+                           levels: tuple[float, ...] = ()) -> None:
     """Where a prediction named ``key_added`` would be written into ``data``: the one rule of every writer.
 
     Never the table being read, the coordinates or the input embedding (not even with ``overwrite``); another
@@ -233,12 +280,15 @@ def _check_prediction_keys(data, table, source_key, key_added: str, embedding_ke
                                      "points, shapes and tables, and their case); choose another name.")
         _check_overwrite(f"`key_added` {key_added!r}: table {key_added!r}", key_added in data.tables, overwrite)
         return
+    from sthinge.tl._intervals import interval_layer_names
+
+    keys = [key_added, std_key, *(name for level in levels for name in interval_layer_names(key_added, level))]
     protected = {K.SPATIAL_KEY: "the spot coordinates", embedding_key: "the model's input embedding"}
-    for key in (key_added, std_key):
+    for key in keys:
         if key in protected:
             raise ValueError(f"`key_added` {key_added!r} would write `obsm[{key!r}]`, {protected[key]}; it is never "
                              "replaced. Choose another name.")
-    for key in (key_added, std_key):
+    for key in keys:
         _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key!r}]`", key in table.obsm, overwrite)
 
 
@@ -249,7 +299,7 @@ def _check_inplace(inplace: Any) -> bool:
 
 
 def _prediction_inputs(data, table, source_key, key_added, return_table, sections, section_key, embedding_key,
-                       cond_dim, overwrite=False):
+                       cond_dim, overwrite=False, *, levels=()):
     """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
 
     ``return_table`` (``inplace=False``): the prediction is returned, not written, so where it would be written is
@@ -271,15 +321,28 @@ def _prediction_inputs(data, table, source_key, key_added, return_table, section
         if not np.isfinite(_rows_of(emb, rows[lo : lo + _CHUNK])).all():
             raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
     if not return_table:
-        _check_prediction_keys(data, table, source_key, key_added, embedding_key, overwrite)
+        _check_prediction_keys(data, table, source_key, key_added, embedding_key, overwrite, levels)
     return rows, emb
+
+
+def _is_quantile_key(name: str, key_added: str) -> bool:
+    from sthinge.tl._intervals import quantile_from_name
+
+    if not name.startswith(f"{key_added}_q"):
+        return False
+    try:
+        quantile_from_name(name[len(key_added) + 1 :])
+    except ValueError:
+        return False
+    return True
 
 
 def _rows_of(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(emb[rows], dtype=np.float32)
 
 
-def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, return_table, *, extra_obsm=None):
+def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, return_table, *, extra_obsm=None,
+                      extra_layers=None):
     """Write (mean, std) for ``rows`` of ``table`` as ``tl.predict`` does (shared with the baselines).
 
     SpatialData: a new table ``tables[key_added]`` linked to the same shapes; AnnData: ``obsm`` DataFrames.
@@ -294,6 +357,8 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, retur
     pred = ad.AnnData(X=mean, obs=obs, var=pd.DataFrame(index=pd.Index(list(genes))))
     if std is not None:
         pred.layers[std_key] = std
+    for name, values in (extra_layers or {}).items():
+        pred.layers[name] = values
     if K.SPATIAL_KEY in table.obsm:
         pred.obsm[K.SPATIAL_KEY] = np.asarray(table.obsm[K.SPATIAL_KEY])[rows]
     for key, values in (extra_obsm or {}).items():
@@ -324,6 +389,10 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, retur
         data.obsm[std_key] = _full_frame(std, table, rows, genes)
     else:  # `overwrite=True` replaced a prediction that had one: do not leave its std beside the new mean
         data.obsm.pop(std_key, None)
+    for name in [k for k in data.obsm if _is_quantile_key(k, key_added)]:  # nor its intervals
+        del data.obsm[name]
+    for name, values in (extra_layers or {}).items():
+        data.obsm[name] = _full_frame(values, table, rows, genes)
     data.uns[key_added] = uns
     return None
 

@@ -11,13 +11,18 @@ def _out(msg: str = "") -> None:
     sys.stdout.flush()
 
 
+def _demo_options(args: argparse.Namespace) -> dict:
+    """The demo's options (the fields of :class:`sthinge._demo.DemoOptions`) from the parsed ``sthinge demo``."""
+    return dict(synthetic=args.synthetic, data_path=args.data, out=args.out, overwrite=args.overwrite,
+                held_out=args.held_out, max_epochs=args.epochs, n_samples=args.samples, n_steps=args.steps,
+                seed=args.seed)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from sthinge._demo import CLI_NAMES, check_demo_args, run_demo
 
-    kwargs = dict(synthetic=args.synthetic, data_path=args.data, out=args.out, overwrite=args.overwrite,
-                  held_out=args.held_out, max_epochs=args.epochs, n_samples=args.samples, n_steps=args.steps,
-                  seed=args.seed)
-    check_demo_args(**kwargs, names=CLI_NAMES)  # every option, before any output or work
+    kwargs = _demo_options(args)
+    check_demo_args(names=CLI_NAMES, **kwargs)  # every option, before any output or work
     import sthinge as st
 
     st.settings.verbosity = 1 if args.quiet else 2

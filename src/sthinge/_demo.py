@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,46 @@ REPORT_FILES = ("summary.md", "metrics.md", "metrics.csv", "spatial.png", "spati
                 "history.png", "predictions.zarr")
 """What a report folder holds: ``overwrite`` replaces a folder holding nothing else."""
 
-_PYTHON_NAMES = {
-    "synthetic": "synthetic=True", "data_path": "data_path", "out": "out", "overwrite": "overwrite=True",
-    "held_out": "held_out", "max_epochs": "max_epochs", "n_samples": "n_samples", "n_steps": "n_steps",
-    "seed": "seed",
-}
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    """The options of the demo: the keyword arguments of :func:`run_demo` and :func:`check_demo_args`, the options
+    of ``sthinge demo`` (named in :data:`CLI_NAMES`).
+
+    Attributes
+    ----------
+    synthetic
+        Use generated data (no files or network needed) instead of Her2ST patient C.
+    data_path
+        Existing folder holding the Her2ST files (default: STHINGE_DATA_DIR, the cache, or a download).
+    out
+        Report folder to write: new or empty, or with ``overwrite`` an earlier report folder.
+    overwrite
+        Replace an earlier report in ``out`` (a folder holding only :data:`REPORT_FILES`).
+    held_out
+        Section to hold out (default: the first).
+    max_epochs
+        Maximum training epochs, >= 1.
+    n_samples
+        Samples per spot, >= 1.
+    n_steps
+        Sampler step budget K, 1 <= K <= T (the model's number of diffusion steps); default T.
+    seed
+        Random seed, >= 0.
+    """
+
+    synthetic: bool = False
+    data_path: str | os.PathLike | None = None
+    out: str | os.PathLike = "sthinge-report"
+    overwrite: bool = False
+    held_out: str | None = None
+    max_epochs: int = 30
+    n_samples: int = 4
+    n_steps: int | None = None
+    seed: int = 0
+
+
+_PYTHON_NAMES = {**{f.name: f.name for f in fields(DemoOptions)}, "synthetic": "synthetic=True",
+                 "overwrite": "overwrite=True"}
 """How errors of :func:`check_demo_args` name the arguments of :func:`run_demo`."""
 
 CLI_NAMES = {
@@ -48,26 +84,15 @@ def _is_within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 
 
-def check_demo_args(
-    *,
-    synthetic: bool = False,
-    data_path: str | os.PathLike | None = None,
-    out: str | os.PathLike = "sthinge-report",
-    overwrite: bool = False,
-    held_out: str | None = None,
-    max_epochs: int = 30,
-    n_samples: int = 4,
-    n_steps: int | None = None,
-    seed: int = 0,
-    names: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Check every argument of :func:`run_demo` before any work (no data is read, nothing is trained or written).
+def check_demo_args(names: dict[str, str] | None = None, **options: Any) -> dict[str, Any]:
+    """Check every option of :func:`run_demo` before any work (no data is read, nothing is trained or written).
 
-    ``names`` maps argument names to the names errors use (default: the Python argument names; the command line
-    passes :data:`CLI_NAMES`, so errors name ``--samples``, ``--out``, ...). Raises ``TypeError``/``ValueError``/
-    ``FileNotFoundError``/``FileExistsError``/``NotADirectoryError``/``PermissionError``; returns the checked values
-    (``held_out`` resolved, ``out`` as a :class:`~pathlib.Path`, ``data_root``: the folder holding the Her2ST files
-    when found locally, else ``None``: :func:`run_demo` then looks in the cache and downloads).
+    ``options`` are the fields of :class:`DemoOptions` by name (the others take its defaults; an unknown name is a
+    ``TypeError``). ``names`` maps option names to the names errors use (default: the Python argument names; the
+    command line passes :data:`CLI_NAMES`, so errors name ``--samples``, ``--out``, ...). Raises ``TypeError``/
+    ``ValueError``/``FileNotFoundError``/``FileExistsError``/``NotADirectoryError``/``PermissionError``; returns the
+    checked values (``held_out`` resolved, ``out`` as a :class:`~pathlib.Path`, ``data_root``: the folder holding
+    the Her2ST files when found locally, else ``None``: :func:`run_demo` then looks in the cache and downloads).
     """
     from sthinge._settings import settings
     from sthinge._utils import _check_int, _check_output_path
@@ -75,6 +100,8 @@ def check_demo_args(
     from sthinge.models import HingeConfig
 
     n = {**_PYTHON_NAMES, **(names or {})}
+    o = DemoOptions(**options)
+    synthetic, data_path, out, overwrite, held_out = o.synthetic, o.data_path, o.out, o.overwrite, o.held_out
     if not isinstance(synthetic, bool):
         raise TypeError(f"`{n['synthetic']}` must be True or False, got {synthetic!r}.")
     sections = _demo_sections(synthetic)
@@ -83,11 +110,12 @@ def check_demo_args(
     if not isinstance(held_out, str) or held_out not in sections:
         where = " with `" + n["synthetic"] + "`" if synthetic else ""
         raise ValueError(f"`{n['held_out']}` {held_out!r} is not one of the sections{where}: {sections}.")
-    max_epochs = _check_int(n["max_epochs"], max_epochs, low=1)
-    n_samples = _check_int(n["n_samples"], n_samples, low=1)
+    max_epochs = _check_int(n["max_epochs"], o.max_epochs, low=1)
+    n_samples = _check_int(n["n_samples"], o.n_samples, low=1)
+    n_steps = o.n_steps
     if n_steps is not None:  # the sampler's step budget K <= T, the model's number of diffusion steps
         n_steps = _check_int(n["n_steps"], n_steps, low=1, high=HingeConfig.n_steps)
-    seed = _check_int(n["seed"], seed, low=0, high=2**32 - 1)  # numpy's and Lightning's seed range
+    seed = _check_int(n["seed"], o.seed, low=0, high=2**32 - 1)  # numpy's and Lightning's seed range
 
     data_root = None
     if data_path is not None:
@@ -211,35 +239,24 @@ def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
-def run_demo(
-    *,
-    synthetic: bool = False,
-    data_path: str | os.PathLike | None = None,
-    out: str | os.PathLike = "sthinge-report",
-    overwrite: bool = False,
-    held_out: str | None = None,
-    max_epochs: int = 30,
-    n_samples: int = 4,
-    n_steps: int | None = None,
-    seed: int = 0,
-    say: Callable[[str], None] = logg.info,
-    _names: dict[str, str] | None = None,
-) -> dict[str, Any]:
+def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] | None = None,
+             **options: Any) -> dict[str, Any]:
     """Run one leave-one-section-out fold of HINGE and ridge side by side and write a report folder.
 
-    Every argument is checked first (:func:`check_demo_args`), before any data is read. ``out`` must be a new or
-    empty folder, or, with ``overwrite=True``, an earlier report folder (holding only :data:`REPORT_FILES`) to
-    replace; an existing file or a folder with other files is never replaced. The report is written beside ``out``
-    and moved into place only when complete.
+    ``options`` are the fields of :class:`DemoOptions` by name (``synthetic``, ``data_path``, ``out``,
+    ``overwrite``, ``held_out``, ``max_epochs``, ``n_samples``, ``n_steps``, ``seed``); ``say`` receives the
+    progress messages. Every option is checked first (:func:`check_demo_args`), before any data is read. ``out``
+    must be a new or empty folder, or, with ``overwrite=True``, an earlier report folder (holding only
+    :data:`REPORT_FILES`) to replace; an existing file or a folder with other files is never replaced. The report is
+    written beside ``out`` and moved into place only when complete.
 
     Returns a dict with the metrics table, the report path and the timings.
     """
-    checked = check_demo_args(synthetic=synthetic, data_path=data_path, out=out, overwrite=overwrite,
-                              held_out=held_out, max_epochs=max_epochs, n_samples=n_samples, n_steps=n_steps,
-                              seed=seed, names=_names)
+    checked = check_demo_args(names=_names, **options)
     if not callable(say):
         raise TypeError(f"`say` must be a callable taking a message, got {type(say).__name__}.")
-    sections, held_out, out, names = checked["sections"], checked["held_out"], checked["out"], checked["names"]
+    synthetic, sections, held_out, out, names = (checked[k] for k in ("synthetic", "sections", "held_out", "out",
+                                                                      "names"))
     max_epochs, n_samples, n_steps, seed = (checked[k] for k in ("max_epochs", "n_samples", "n_steps", "seed"))
     import matplotlib
 

@@ -42,6 +42,11 @@ copy
 inplace
     Write the result into ``data`` and return ``None`` (default); with ``False``, write nothing into ``data`` and
     return the new object instead (``overwrite`` is then not needed).""",
+    "returns_prediction": """\
+Returns
+-------
+``None``: the prediction is written into ``data`` (see below). With ``inplace=False``: the prediction table (an
+AnnData, for SpatialData and AnnData input alike), and nothing is written.""",
     "layer_lognorm": """\
 layer
     Layer of log-normalised expression (default: the layer :func:`sthinge.pp.normalize` wrote). Raw counts are
@@ -65,6 +70,11 @@ device
     Torch device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. A
     device this machine does not have is refused before any work.""",
     # plotting
+    "figsize_ax": """\
+figsize
+    Figure size.
+ax
+    Axes to draw into instead of a new figure.""",
     "save_params": """\
 save
     Write the figure to this path (format from the suffix; written atomically).
@@ -80,6 +90,8 @@ Returns
 The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.""",
 }
 _PARAMS["table_params"] = _PARAMS["section_key"] + "\n" + _PARAMS["source_table_key"]
+_PARAMS["inplace_prediction"] = _PARAMS["inplace"] + """
+    The new object is the prediction table, for SpatialData and AnnData input alike."""
 
 _MARKER = re.compile(r"(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*")
 

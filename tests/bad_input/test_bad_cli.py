@@ -18,7 +18,7 @@ import sthinge.datasets._her2st
 import sthinge.tl
 import sthinge.tl._backbone
 import sthinge.tl._pretrain
-from sthinge._cli import build_parser, main
+from sthinge._cli import _demo_options, build_parser, main
 from sthinge._demo import CLI_NAMES, REPORT_FILES, check_demo_args, run_demo
 
 
@@ -191,9 +191,7 @@ def test_defaults_are_accepted(tmp_path, monkeypatch):
     checked = check_demo_args()
     assert checked["held_out"] == "C2" and checked["out"] == Path("sthinge-report") and checked["n_steps"] is None
     args = build_parser().parse_args(["demo"])
-    checked = check_demo_args(synthetic=args.synthetic, data_path=args.data, out=args.out, overwrite=args.overwrite,
-                              held_out=args.held_out, max_epochs=args.epochs, n_samples=args.samples,
-                              n_steps=args.steps, seed=args.seed, names=CLI_NAMES)
+    checked = check_demo_args(names=CLI_NAMES, **_demo_options(args))
     assert checked["n_steps"] == 10 <= HingeConfig.n_steps
     assert check_demo_args(synthetic=True, n_steps=HingeConfig.n_steps)["held_out"] == "S1"
     assert list(tmp_path.iterdir()) == []  # checking writes nothing

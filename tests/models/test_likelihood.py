@@ -334,6 +334,19 @@ def test_reference_sampler_matches_when_drawing(make_hinge, n_steps, masking, fi
     assert (pt - ref_pt).abs().max().item() <= 1e-4 and not torch.allclose(pt, fast)
 
 
+def test_drawing_under_bfloat16_autocast(make_hinge):
+    torch.manual_seed(0)
+    model = _perturb(make_hinge(likelihood="gaussian")).eval()
+    cond = torch.randn(3, 6)
+    out32 = sample(model, cond, n_steps=5, n_samples=2, generator=torch.Generator().manual_seed(0),
+                   return_variance=True)
+    out16 = sample(model, cond, n_steps=5, n_samples=2, generator=torch.Generator().manual_seed(0),
+                   return_variance=True, autocast=torch.bfloat16)
+    for b in out16:  # mean, std, variance
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert (out16[0] - out32[0]).abs().max() < 0.5
+
+
 def test_point_sampler_variance_is_the_sample_variance_and_draw_needs_gaussian(tiny_hinge):
     model = tiny_hinge.eval()
     cond = torch.randn(3, 6)

@@ -182,3 +182,50 @@ def test_shared_save_arguments(predicted, name, tmp_path):
     assert isinstance(fig, Figure)
     big = imread(out).shape
     assert big[0] > 1.5 * small[0] and big[1] > 1.5 * small[1]  # dpi: twice the resolution (tight bbox: not exact)
+
+
+def _plot_args(name, predicted):
+    """Arguments that draw a figure with each plotting function."""
+    hist = [{"epoch": float(i), "train_loss": 1 / (i + 1), "val": 1.2 / (i + 1)} for i in range(3)]
+    coverages = pd.DataFrame({"method": "hinge", "coverage50": [0.45, 0.5], "coverage90": [0.85, 0.9]})
+    return {"spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]), "coexpression": (predicted,),
+            "metrics": (_results(),), "history": (hist,), "calibration": (coverages,)}[name]
+
+
+@pytest.mark.parametrize("name", pl.__all__)
+def test_output_arguments_refused_before_drawing(predicted, name, tmp_path):
+    """A bad ``save``, ``overwrite`` or ``dpi`` is an error before any figure is made or file written."""
+    plot, data = getattr(pl, name), _plot_args(name, predicted)
+    existing = tmp_path / "fig.png"
+    existing.write_bytes(b"the user's figure")
+    plt.close("all")
+    for kwargs, err, match in [
+        ({"save": existing}, FileExistsError, "overwrite"),
+        ({"save": tmp_path}, FileExistsError, "existing folder"),
+        ({"save": 3}, TypeError, "`save` must be a path"),
+        ({"overwrite": "yes"}, TypeError, "`overwrite` must be True or False"),
+        ({"dpi": 0}, ValueError, "`dpi` must be a positive number"),
+        ({"dpi": "high"}, ValueError, "`dpi` must be a positive number"),
+    ]:
+        with pytest.raises(err, match=match):
+            plot(*data, **kwargs)
+        assert plt.get_fignums() == [], kwargs
+    assert existing.read_bytes() == b"the user's figure"
+    assert isinstance(plot(*data, dpi=50.5, return_fig=True), Figure)
+
+
+@pytest.mark.parametrize("name", pl.__all__)
+def test_output_arguments_in_signature_and_docstring(name):
+    """Each plotting function lists the output arguments keyword-only (with their type hints, for the API docs)
+    after its own, and documents them before its Returns section."""
+    import inspect
+
+    sig = inspect.signature(getattr(pl, name))
+    kw = inspect.Parameter.KEYWORD_ONLY
+    assert [(p.name, p.kind, p.default, p.annotation) for p in list(sig.parameters.values())[-4:]] == [
+        ("save", kw, None, "str | os.PathLike | None"), ("return_fig", kw, False, "bool"), ("dpi", kw, 100, "int"),
+        ("overwrite", kw, False, "bool")]
+    assert {"figsize", "ax"} <= set(sig.parameters)
+    assert sig.return_annotation == "Figure | None"
+    doc = inspect.cleandoc(getattr(pl, name).__doc__)
+    assert doc.index("\nsave\n") < doc.index("\noverwrite\n") < doc.index("\nReturns\n-------\n")

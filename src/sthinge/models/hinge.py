@@ -424,7 +424,8 @@ class Hinge(nn.Module):
         Returns
         -------
         x0_hat
-            (B, G) x̂₀ for every gene (the mean μ of the predictive, for ``likelihood="gaussian"``).
+            (B, G) x̂₀ for every gene (for ``likelihood="gaussian"``: the location μ of the predicted Gaussian,
+            before its censoring at 0).
         std
             (B, G) float32 σ > 0, only with ``return_std``.
         """

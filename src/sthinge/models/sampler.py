@@ -186,7 +186,7 @@ def sample(
     n_steps
         Step budget K ≤ T (default T: the full ancestral sampler).
     n_samples
-        Independent samples per spot (different reveal orders and fill noise).
+        Independent samples per spot (different reveal orders, fill noise and, when drawing, draws).
     batch_size
         Rows (spots × samples) per model call; whole spots are kept together. Default: :func:`auto_batch_size`.
     generator
@@ -215,9 +215,9 @@ def sample(
         (n_spots, G) float32, only with ``return_variance``: the variance of the predictive mixture
         (1/S) Σ_s F_s, where F_s is the distribution gene g was drawn from in sample s (given that sample's reveal
         order, fill and earlier draws): mean_s v_s + var_s m_s, with (m_s, v_s) the mean and variance of
-        max(0, N(μ_s, σ_s²)) (law of total variance). It estimates the same predictive variance as ``std²`` with
-        less Monte-Carlo noise (it is the Rao–Blackwellised estimate, exact for one sample's own draw
-        distribution); for a point model, or ``draw=False``, v_s = 0, m_s = x̂₀ and it equals ``std²``.
+        max(0, N(μ_s, σ_s²)) (law of total variance). It estimates the same predictive variance as ``std²``, with
+        less Monte-Carlo noise (Rao–Blackwellised: each sample's own draw noise is integrated out in closed form);
+        for a point model, or ``draw=False``, v_s = 0, m_s = x̂₀ and it equals ``std²``.
     """
     schedule = _resolve(model, cond, schedule, n_samples)
     draw = _resolve_draw(model, draw)

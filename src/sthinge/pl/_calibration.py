@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -10,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sthinge._docs import _doc
-from sthinge.pl._utils import _check_save, _finish
+from sthinge.pl._utils import _axes_grid, _figure_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -88,7 +86,7 @@ def _empirical(frame: pd.DataFrame, column: str) -> float:
     return float(values[ok].mean())
 
 
-@_doc
+@_figure_output
 def calibration(
     *results: pd.DataFrame | Mapping[str, pd.DataFrame],
     labels: Sequence[str] | None = None,
@@ -96,11 +94,7 @@ def calibration(
     by: str | None = "method",
     figsize: tuple[float, float] | None = None,
     ax: Any = None,
-    save: str | os.PathLike | None = None,
-    return_fig: bool = False,
-    dpi: int = 100,
-    overwrite: bool = False,
-) -> Figure | None:
+) -> Figure:
     """Reliability diagram: the empirical coverage of each method's central intervals against their nominal level.
 
     One line per method through its ``coverage<L>`` columns (written by :func:`sthinge.tl.evaluate` for a
@@ -125,13 +119,7 @@ def calibration(
         Nominal levels (in (0, 1)) to draw (default: every ``coverage<L>`` column found).
     by
         Column naming the method in a table, default ``"method"``; ``None`` never splits a table.
-    figsize
-        Figure size.
-    ax
-        Axes to draw into instead of a new figure.
-    %(save_params)s
-
-    %(returns_fig)s
+    %(figsize_ax)s
 
     Examples
     --------
@@ -140,8 +128,6 @@ def calibration(
     >>> st.pl.calibration({"HINGE": hinge, "ridge": ridge}, save="calibration.png")  # doctest: +SKIP
     >>> st.pl.calibration(pd.concat([hinge_cv, ridge_cv]))  # cross-validations, split by "method"  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     from sthinge.tl._intervals import check_levels
 
     items = _named_tables(results, labels, by)
@@ -167,12 +153,8 @@ def calibration(
                 f"`levels` {[float(v) for v in unknown]} have no coverage column in `results`; available levels: "
                 f"{[float(v) for v in found]} (evaluate with `tl.evaluate(..., levels=...)` to add others)."
             )
-    _check_save(save, overwrite)
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize or (4.6, 4.2), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, (ax,) = _axes_grid(1, 1, ax, panel_size=(4.6, 4.2), figsize=figsize)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="ideal", zorder=1)
     for i, (name, frame) in enumerate(items):
         cols = columns[name]
@@ -189,4 +171,4 @@ def calibration(
     ax.set_ylabel("empirical coverage")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
-    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+    return fig

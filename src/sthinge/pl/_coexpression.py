@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge._docs import _doc
-from sthinge.pl._utils import _check_save, _finish
+from sthinge.pl._utils import _figure_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -32,7 +30,7 @@ def _cluster_order(corr: np.ndarray) -> np.ndarray:
     return leaves_list(linkage(squareform((dist + dist.T) / 2, checks=False), method="average"))
 
 
-@_doc
+@_figure_output
 def coexpression(
     data: AnnData | SpatialData,
     genes: Sequence[str] | None = None,
@@ -45,13 +43,9 @@ def coexpression(
     truth_layer: str | None = None,
     figsize: tuple[float, float] | None = None,
     ax: Any = None,
-    save: str | os.PathLike | None = None,
-    return_fig: bool = False,
-    dpi: int = 100,
-    overwrite: bool = False,
     section_key: str = K.SECTION_KEY,
     table_key: str | None = None,
-) -> Figure | None:
+) -> Figure:
     """Heatmaps of the gene-gene correlation of the truth and of the prediction, with their similarity.
 
     Each cell is the correlation between two genes across the spots (Pearson or Spearman), on a diverging scale
@@ -84,10 +78,7 @@ def coexpression(
         Figure size.
     ax
         Two Axes to draw into (truth, prediction) instead of a new figure.
-    %(save_params)s
     %(table_params)s
-
-    %(returns_fig)s
 
     Examples
     --------
@@ -97,7 +88,6 @@ def coexpression(
 
     from sthinge.tl._evaluate import coexpression as _coexpression
 
-    _check_save(save, overwrite)
     co = _coexpression(data, pred_key=pred_key, genes=genes, section=section, method=method,
                        truth_layer=truth_layer, section_key=section_key, table_key=table_key)
     order = _cluster_order(co.truth.to_numpy()) if cluster else np.arange(len(co.genes))
@@ -126,4 +116,4 @@ def coexpression(
     fig.suptitle(f"Co-expression ({where}): similarity r = {co.similarity:.3f}, RMSE = {co.rmse:.3f}")
     fig.supxlabel("The predicted mean averages many samples, so it is smoother than the measurement and its genes "
                   "correlate more strongly (blocks near \N{PLUS-MINUS SIGN}1).", fontsize=8, color="0.3")
-    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+    return fig

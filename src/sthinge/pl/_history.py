@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sthinge._docs import _doc
-from sthinge.pl._utils import _as_list, _check_save, _finish
+from sthinge.pl._utils import _as_list, _axes_grid, _figure_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -19,7 +17,7 @@ _VAL_LABELS = {"mse": "validation MSE", "loss": "validation loss"}
 _LABELS = {"train_loss": "training loss", "val_score": "validation R\N{SUPERSCRIPT TWO}", "val_loss": "validation loss"}
 
 
-@_doc
+@_figure_output
 def history(
     model: Any,
     *,
@@ -29,11 +27,7 @@ def history(
     logy: bool = False,
     figsize: tuple[float, float] | None = None,
     ax: Any = None,
-    save: str | os.PathLike | None = None,
-    return_fig: bool = False,
-    dpi: int = 100,
-    overwrite: bool = False,
-) -> Figure | None:
+) -> Figure:
     """Plot the per-epoch training loss and validation metric of a model (``model.history``).
 
     Parameters
@@ -53,21 +47,13 @@ def history(
         outside it, so it covers no curve.
     logy
         Logarithmic y axis.
-    figsize
-        Figure size.
-    ax
-        Axes to draw into instead of a new figure.
-    %(save_params)s
-
-    %(returns_fig)s
+    %(figsize_ax)s
 
     Examples
     --------
     >>> model = st.tl.fit(sdata, backbone="cellfm-80m", weights="cellfm80m.ckpt")  # doctest: +SKIP
     >>> st.pl.history(model)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     hist = getattr(model, "history", model)
     if not isinstance(hist, list | tuple) or not all(isinstance(h, dict) for h in hist):
         raise TypeError("`model` must have a `history` list of dicts (epoch, train_loss, val, lr), or be that list.")
@@ -88,12 +74,8 @@ def history(
     if val_metric not in _VAL_LABELS:
         raise ValueError(f"`val_metric` must be one of {list(_VAL_LABELS)} or None, got {val_metric!r}.")
     names = {**_LABELS, "val": _VAL_LABELS[val_metric]}
-    _check_save(save, overwrite)
     epochs = np.array([h.get("epoch", i) for i, h in enumerate(hist)], dtype=float)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize or (5.5, 3.8), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, (ax,) = _axes_grid(1, 1, ax, panel_size=(5.5, 3.8), figsize=figsize)
     for i, key in enumerate(keys):
         y = np.array([h.get(key, np.nan) for h in hist], dtype=float)
         ok = np.isfinite(y)
@@ -115,4 +97,4 @@ def history(
     # above the axes, outside them: inside, it covered the learning-rate line
     ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.01, 1.0, 0.1), mode="expand",
               ncols=min(len(labels), 4), borderaxespad=0.0, frameon=False, fontsize=9)
-    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+    return fig

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from sthinge._docs import _doc
-from sthinge.pl._utils import _check_save, _finish
+from sthinge.pl._utils import _axes_grid, _figure_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 
-@_doc
+@_figure_output
 def metrics(
     table: pd.DataFrame,
     *,
@@ -27,11 +25,7 @@ def metrics(
     paired: bool = True,
     figsize: tuple[float, float] | None = None,
     ax: Any = None,
-    save: str | os.PathLike | None = None,
-    return_fig: bool = False,
-    dpi: int = 100,
-    overwrite: bool = False,
-) -> Figure | None:
+) -> Figure:
     """Plot a metric per group (method) with one point per row (section), as in the paper's Fig. 2.
 
     Parameters
@@ -49,20 +43,12 @@ def metrics(
         Order of the groups (default: order of appearance).
     paired
         Join the points of the same row key (the index, e.g. the section) across groups with a thin line.
-    figsize
-        Figure size.
-    ax
-        Axes to draw into instead of a new figure.
-    %(save_params)s
-
-    %(returns_fig)s
+    %(figsize_ax)s
 
     Examples
     --------
     >>> st.pl.metrics(pd.concat([hinge_cv, ridge_cv]), metric="pcc50")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     if not isinstance(table, pd.DataFrame):
         raise TypeError(f"`table` must be a DataFrame of results, got {type(table).__name__}.")
     if kind not in ("box", "strip"):
@@ -96,12 +82,8 @@ def metrics(
     if not shown.notna().any():
         raise ValueError(f"`table` column {metric!r} holds no numeric value in the groups {order} (all missing or "
                          "not numbers): there is nothing to plot.")
-    _check_save(save, overwrite)
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=figsize or (1.2 + 1.1 * len(order), 4.0), constrained_layout=True)
-    else:
-        fig = ax.figure
+    fig, (ax,) = _axes_grid(1, 1, ax, panel_size=(1.2 + 1.1 * len(order), 4.0), figsize=figsize)
     data = [values[groups == o].dropna().to_numpy() for o in order]
     rng = np.random.default_rng(0)
     if kind == "box":
@@ -129,4 +111,4 @@ def metrics(
     ax.set_ylabel(metric)
     if by is not None:
         ax.set_xlabel(by)
-    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+    return fig

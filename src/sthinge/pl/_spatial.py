@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge import _constants as K
-from sthinge._docs import _doc
 from sthinge._logging import logg
 from sthinge._utils import _is_spatialdata, _resolve_table
-from sthinge.pl._utils import _as_list, _axes_grid, _check_save, _finish
+from sthinge.pl._utils import _as_list, _axes_grid, _figure_output
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -227,7 +225,7 @@ def _spot_radius(data, source, section: str, xy: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # the plot
 # ----------------------------------------------------------------------------------------------------------
-@_doc
+@_figure_output
 def spatial(
     data: AnnData | SpatialData,
     genes: str | Sequence[str],
@@ -245,13 +243,9 @@ def spatial(
     ncols: int | None = None,
     figsize: tuple[float, float] | None = None,
     ax: Any = None,
-    save: str | os.PathLike | None = None,
-    return_fig: bool = False,
-    dpi: int = 100,
-    overwrite: bool = False,
     section_key: str = K.SECTION_KEY,
     table_key: str | None = None,
-) -> Figure | None:
+) -> Figure:
     """Plot measured, predicted and uncertainty maps of genes as spots over the section's H&E.
 
     For each gene one row of panels, one per entry of ``keys``, titled by what they show (``"measured"``,
@@ -300,10 +294,7 @@ def spatial(
         Figure size (default 4 x 4 inches per panel).
     ax
         Draw into this Axes (one panel) or these Axes (one per panel) instead of a new figure.
-    %(save_params)s
     %(table_params)s
-
-    %(returns_fig)s
 
     Examples
     --------
@@ -329,7 +320,6 @@ def spatial(
             raise ValueError(f"`{name}` must be a finite number or None, got {limit!r}.")
     if vmin is not None and vmax is not None and not vmin < vmax:
         raise ValueError(f"`vmin` ({vmin}) must be smaller than `vmax` ({vmax}).")
-    _check_save(save, overwrite)
     source, values, meta = _key_values(data, keys, genes, pred_key=pred_key, truth_layer=truth_layer,
                                        table_key=table_key)
 
@@ -407,7 +397,7 @@ def spatial(
             a.set_title(f"{gene}: {_panel_title(kind, base, pred_key)}{where}", fontsize=10)
             extend = _extend(pooled if key in shared else v, norm)  # one scale, one colourbar however drawn
             fig.colorbar(coll, ax=a, shrink=0.75, extend=extend, label=_colorbar_label(kind, transform))
-    return _finish(fig, save=save, return_fig=return_fig, dpi=dpi)
+    return fig
 
 
 _ROBUST = (1.0, 99.0)  # percentiles spanned by a colour scale: single outlier spots do not set it

@@ -407,20 +407,16 @@ def predict_baseline(
         ``obsm["spatial"]`` or the input embedding.
     overwrite
         Replace an existing prediction of the same name; without it, that is an error raised before any work.
-    %(inplace)s
-        The new object is the prediction table, for SpatialData and AnnData input alike.
+    %(inplace_prediction)s
     %(table_key)s
 
-    Returns
-    -------
-    ``None``: the prediction is written into ``data`` (see below). With ``inplace=False``: the prediction table
-    (an AnnData, for SpatialData and AnnData input alike), and nothing is written. The prediction table is an
-    AnnData with the panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, ``X`` (the predicted
-    mean), ``layers[f"{key_added}_std"]`` (the Gaussian std) and ``uns[key_added]`` (the settings). For
-    SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the source table; for
-    AnnData input the mean and std are written to ``obsm[key_added]`` and ``obsm[f"{key_added}_std"]``
-    (DataFrames, NaN for rows not predicted). A model without ``resid_std`` writes no std (and an
-    ``obsm[f"{key_added}_std"]`` left by an earlier prediction replaced with ``overwrite`` is removed).
+    %(returns_prediction)s
+    The prediction table is an AnnData with the panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``,
+    ``X`` (the predicted mean), ``layers[f"{key_added}_std"]`` (the Gaussian std) and ``uns[key_added]`` (the
+    settings). For SpatialData input it is written as ``tables[key_added]``, annotating the same shapes as the
+    source table; for AnnData input the mean and std are written to ``obsm[key_added]`` and
+    ``obsm[f"{key_added}_std"]`` (DataFrames, NaN for rows not predicted). A model without ``resid_std`` writes no
+    std (and an ``obsm[f"{key_added}_std"]`` left by an earlier prediction replaced with ``overwrite`` is removed).
 
     Examples
     --------
@@ -435,7 +431,7 @@ def predict_baseline(
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
     inplace = _check_inplace(inplace)
-    levels = () if levels is None or model.resid_std is None else check_levels(levels)
+    levels = () if levels is None or model.resid_std is None else check_levels(levels, ascending=True)
     rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
                                    model.embedding_key, model.cond_dim, overwrite, levels=levels)
     emb = np.asarray(emb[rows], dtype=np.float32)

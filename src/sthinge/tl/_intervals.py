@@ -41,8 +41,10 @@ _DIGITS = 12  # quantiles are rounded to 12 decimals before naming (0.1 + 0.8 mu
 _QNAME = re.compile(r"^q(\d{2,})$")
 
 
-def check_levels(levels: Any, name: str = "levels") -> tuple[float, ...]:
-    """Nominal levels as a tuple of floats in (0, 1), duplicates removed, order kept; errors name ``name``."""
+def check_levels(levels: Any, name: str = "levels", *, ascending: bool = False) -> tuple[float, ...]:
+    """Nominal levels as a tuple of floats in (0, 1), duplicates removed, order kept; errors name ``name``.
+
+    With ``ascending``, levels out of ascending order (or repeated) are an error instead."""
     if isinstance(levels, numbers.Real) and not isinstance(levels, bool):
         levels = [levels]
     if isinstance(levels, str) or not isinstance(levels, Sequence | np.ndarray):
@@ -58,6 +60,8 @@ def check_levels(levels: Any, name: str = "levels") -> tuple[float, ...]:
         out.append(v)
     if not out:
         raise ValueError(f"`{name}` is empty.")
+    if ascending and any(b <= a for a, b in zip(out, out[1:])):
+        raise ValueError(f"`{name}` must be in ascending order without repeats, e.g. (0.5, 0.9); got {tuple(out)}.")
     return tuple(dict.fromkeys(out))
 
 

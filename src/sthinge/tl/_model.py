@@ -342,7 +342,7 @@ class HingeModel:
 
         from sthinge._utils import _check_output_path, _probe_write
         from sthinge._version import __version__
-        from sthinge.io._atomic import atomic_write
+        from sthinge.io._torch import atomic_save
 
         # ---- every check before any write ---------------------------------------------------------------
         path = _check_output_path("path", path, overwrite=overwrite, kind="folder")
@@ -378,10 +378,7 @@ class HingeModel:
         created = [p for p in (path, *path.parents) if not p.exists()]  # folders made here, removed on failure
         try:
             path.mkdir(parents=True, exist_ok=True)
-            # through a file object: the archive inside is then always named "archive", not after the temporary
-            # file, so the same model gives the same bytes
-            with atomic_write(file) as tmp, open(tmp, "wb") as fh:
-                torch.save(payload, fh)
+            atomic_save(payload, file)  # the same model gives the same bytes
         except BaseException:
             for folder in created:  # innermost first; only if still empty
                 try:

@@ -110,15 +110,12 @@ def predict(
     overwrite
         Replace an existing prediction of the same name (``tables[key_added]``, or ``obsm[key_added]`` /
         ``obsm[f"{key_added}_std"]`` for AnnData). Without it, an existing one is an error raised before any work.
-    %(inplace)s
-        The new object is the prediction table, for SpatialData and AnnData input alike.
+    %(inplace_prediction)s
     %(table_key)s
 
-    Returns
-    -------
-    ``None``: the prediction is written into ``data`` (see below). With ``inplace=False``: the prediction table
-    (an AnnData, for SpatialData and AnnData input alike), and nothing is written. The prediction table is an
-    AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and ``obsm["spatial"]``, and
+    %(returns_prediction)s
+    The prediction table is an AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and
+    ``obsm["spatial"]``, and
 
     - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``);
     - ``layers[f"{key_added}_std"]``: the predictive standard deviation of the spot and gene, before
@@ -137,7 +134,8 @@ def predict(
     with ``squidpy.pl.spatial_scatter(pred, color=gene, shape=None)``, or over the H&E with
     :func:`sthinge.pl.spatial`). For AnnData input the mean, standard deviation
     and interval bounds are written to ``obsm[key_added]``, ``obsm[f"{key_added}_std"]`` and
-    ``obsm[f"{key_added}_q05"]``, ... as DataFrames (spots x panel genes).
+    ``obsm[f"{key_added}_q05"]``, ... as DataFrames (spots x panel genes), and the samples as an array
+    ``obsm[f"{key_added}_samples"]`` (spots x samples x genes); rows not predicted hold NaN.
 
     Examples
     --------
@@ -164,7 +162,7 @@ def predict(
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
     inplace = _check_inplace(inplace)
-    levels = () if levels is None else check_levels(levels)
+    levels = () if levels is None else check_levels(levels, ascending=True)
     rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
                                    model.embedding_key, model.cond_dim, overwrite, levels=levels)
     if len(rows) == 0:
@@ -393,6 +391,11 @@ def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, retur
         del data.obsm[name]
     for name, values in (extra_layers or {}).items():
         data.obsm[name] = _full_frame(values, table, rows, genes)
+    data.obsm.pop(f"{key_added}{K.SAMPLES_SUFFIX}", None)  # an earlier prediction's samples
+    for name, values in (extra_obsm or {}).items():  # the samples: spots x samples x genes, NaN where not predicted
+        full = np.full((table.n_obs, *values.shape[1:]), np.nan, dtype=values.dtype)
+        full[rows] = values
+        data.obsm[name] = full
     data.uns[key_added] = uns
     return None
 

@@ -57,8 +57,12 @@ def ridge_loso(sdata, features: dict[str, np.ndarray], *, n_top: int = 300, k: i
             results[name]["pcc_top"].append(float(np.sort(r)[::-1][:k].mean()))
             results[name]["n_genes"].append(len(genes))
     return {
-        name: {"sections": sections, **v, "mean_pcc_var": float(np.mean(v["pcc_var"])),
-               "mean_pcc_top": float(np.mean(v["pcc_top"]))}
+        name: {
+            "sections": sections,
+            **v,
+            "mean_pcc_var": float(np.mean(v["pcc_var"])),
+            "mean_pcc_top": float(np.mean(v["pcc_top"])),
+        }
         for name, v in results.items()
     }
 
@@ -78,13 +82,21 @@ def throughput(sdata, encoder, *, n_tiles: int, batch_size: int, weights=None) -
     del sub.uns["spatialdata_attrs"]
     sub = TableModel.parse(sub, region=f"{first}_spots", region_key="region", instance_key="spot_id")
     shapes = {f"{first}_spots": sdata.shapes[f"{first}_spots"]}
-    small = SpatialData(images={f"{first}_image": sdata.images[f"{first}_image"]}, shapes=shapes,
-                        tables={"table": sub})
-    st.pp.embed_histology(small, encoder=encoder, weights=weights, device="cpu", batch_size=batch_size,
-                          num_workers=1, key_added="bench")  # warm-up (model build, first kernels)
+    small = SpatialData(images={f"{first}_image": sdata.images[f"{first}_image"]}, shapes=shapes, tables={"table": sub})
+    st.pp.embed_histology(
+        small, encoder=encoder, weights=weights, device="cpu", batch_size=batch_size, num_workers=1, key_added="bench"
+    )  # warm-up (model build, first kernels)
     t0 = time.perf_counter()
-    st.pp.embed_histology(small, encoder=encoder, weights=weights, device="cpu", batch_size=batch_size,
-                          num_workers=1, key_added="bench", overwrite=True)
+    st.pp.embed_histology(
+        small,
+        encoder=encoder,
+        weights=weights,
+        device="cpu",
+        batch_size=batch_size,
+        num_workers=1,
+        key_added="bench",
+        overwrite=True,
+    )
     return n_tiles / (time.perf_counter() - t0)
 
 
@@ -126,8 +138,10 @@ def main() -> None:
         res = ridge_loso(sdata, {"he-stats": x, "colour-mean": colour})
         for name, r in res.items():
             per = ", ".join(f"{s} {v:.3f}" for s, v in zip(r["sections"], r["pcc_var"]))
-            print(f"ridge {name:12s} PCC-50 (top var) {r['mean_pcc_var']:.3f} [{per}]; "
-                  f"PCC-50 (top r) {r['mean_pcc_top']:.3f}; panel sizes {r['n_genes']}")
+            print(
+                f"ridge {name:12s} PCC-50 (top var) {r['mean_pcc_var']:.3f} [{per}]; "
+                f"PCC-50 (top r) {r['mean_pcc_top']:.3f}; panel sizes {r['n_genes']}"
+            )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,13 @@ def main(argv=None) -> int:
         try:
             runner = torch.compile(model)
             with torch.inference_mode():
-                sample(runner, torch.randn(2, args.cond_dim), n_steps=1, batch_size=2,
-                       autocast=torch.bfloat16 if args.dtype == "bf16" else None)
+                sample(
+                    runner,
+                    torch.randn(2, args.cond_dim),
+                    n_steps=1,
+                    batch_size=2,
+                    autocast=torch.bfloat16 if args.dtype == "bf16" else None,
+                )
             compiled = "yes"
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
             print(f"torch.compile failed ({type(err).__name__}: {err}); eager instead", file=sys.stderr)
@@ -100,37 +105,53 @@ def main(argv=None) -> int:
     rows_out = []
     for k in args.ks:
         with torch.inference_mode():  # warm-up on a few spots (kernels, allocator, autotuning)
-            sample(runner, cond[:8], n_steps=k, batch_size=args.batch_size, autocast=autocast,
-                   generator=torch.Generator().manual_seed(1))
+            sample(
+                runner,
+                cond[:8],
+                n_steps=k,
+                batch_size=args.batch_size,
+                autocast=autocast,
+                generator=torch.Generator().manual_seed(1),
+            )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sync(device)
         with count_rows(model) as n_rows:
             t0 = time.perf_counter()
-            sample(runner, cond, n_steps=k, batch_size=args.batch_size, autocast=autocast,
-                   generator=torch.Generator().manual_seed(0))
+            sample(
+                runner,
+                cond,
+                n_steps=k,
+                batch_size=args.batch_size,
+                autocast=autocast,
+                generator=torch.Generator().manual_seed(0),
+            )
             sync(device)
             seconds = time.perf_counter() - t0
         flops = model_flops(model, n_rows[0])
         mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         mfu = flops / seconds / peak if peak else float("nan")
         rows_out.append((k, seconds, args.spots / seconds, flops / seconds / 1e12, mfu, mem))
-        print(f"K={k}: {args.spots / seconds:.1f} spots/s, {flops / seconds / 1e12:.3f} TFLOP/s, MFU {mfu:.1%}, "
-              f"peak memory {mem:.2f} GiB", flush=True)
+        print(
+            f"K={k}: {args.spots / seconds:.1f} spots/s, {flops / seconds / 1e12:.3f} TFLOP/s, MFU {mfu:.1%}, "
+            f"peak memory {mem:.2f} GiB",
+            flush=True,
+        )
 
     bc = model.backbone_config
-    head = (f"Device: {name}; torch {torch.__version__}; {datetime.date.today()}. Preset `{args.preset}` "
-            f"({bc.n_layers} x {bc.d_model}), random weights, G = {args.genes}, cond_dim = {args.cond_dim}, "
-            f"{args.spots} spots, 1 sample, batch {args.batch_size} rows, {args.dtype}"
-            f"{' autocast' if args.dtype == 'bf16' else ''}, torch.compile: {compiled}. Peak used: "
-            f"{peak / 1e12 if peak else float('nan'):.3f} TFLOP/s ({peak_src}).")
+    head = (
+        f"Device: {name}; torch {torch.__version__}; {datetime.date.today()}. Preset `{args.preset}` "
+        f"({bc.n_layers} x {bc.d_model}), random weights, G = {args.genes}, cond_dim = {args.cond_dim}, "
+        f"{args.spots} spots, 1 sample, batch {args.batch_size} rows, {args.dtype}"
+        f"{' autocast' if args.dtype == 'bf16' else ''}, torch.compile: {compiled}. Peak used: "
+        f"{peak / 1e12 if peak else float('nan'):.3f} TFLOP/s ({peak_src})."
+    )
     table = ["| K | time (s) | spots/s | TFLOP/s | MFU | peak memory (GiB) |", "|---:|---:|---:|---:|---:|---:|"]
     table += [f"| {k} | {s:.2f} | {sps:.1f} | {tf:.3f} | {m:.1%} | {mem:.2f} |" for k, s, sps, tf, m, mem in rows_out]
     body = head + "\n\n" + "\n".join(table) + "\n"
     print(body)
     if args.out:
-        write_section(args.out, f"bench_gpu:{device.type}-{args.preset}", f"Sampling on {name}: `{args.preset}`",
-                      body)
+        write_section(args.out, f"bench_gpu:{device.type}-{args.preset}", f"Sampling on {name}: `{args.preset}`", body)
     return 0
 
 

@@ -37,25 +37,37 @@ import numpy as np
 SECTIONS = ["C2", "C3", "C4", "C5", "C6"]
 # name -> (fit kwargs on top of the shared ones, description)
 HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
-    "hinge": ({}, "frozen pre-trained backbone + SoftAdaLN (official init, Gaussian fill, the official code's loss on "
-                  "the genes revealed at the step)"),
+    "hinge": (
+        {},
+        "frozen pre-trained backbone + SoftAdaLN (official init, Gaussian fill, the official code's loss on "
+        "the genes revealed at the step)",
+    ),
     "scratch": ({"config": {"variant": "scratch"}}, "same architecture, every weight random and trained"),
     "decoder-tune": ({"config": {"variant": "decoder-tune"}}, "HINGE + the backbone's value decoder fine-tuned"),
     "nocurr": ({"curriculum_epochs": 0}, "no warm-start curriculum"),
-    "zerofill": ({"config": {"mask_fill": "zero"}},
-                 "masked values filled with zeros (the paper's main HINGE; sthinge's default Gaussian fill is the "
-                 "paper's RandMask)"),
+    "zerofill": (
+        {"config": {"mask_fill": "zero"}},
+        "masked values filled with zeros (the paper's main HINGE; sthinge's default Gaussian fill is the "
+        "paper's RandMask)",
+    ),
     "noidinit": ({"config": {"variant": "noidinit"}}, "SoftAdaLN without identity initialisation"),
     "nosoftnorm": ({"config": {"variant": "nosoftnorm"}}, "SoftAdaLN without SoftNorm"),
     "pi-t": ({"loss_weight": "pi_t"}, "HINGE with the loss weighted by π_t over all masked genes (the paper's Eq. 2)"),
-    "masked-loss": ({"loss_weight": "masked"}, "HINGE with the loss on every masked gene, equally weighted "
-                    "(`tl.fit`'s default since 2026-11-26)"),
-    "scratch-masked": ({"config": {"variant": "scratch"}, "loss_weight": "masked"},
-                       "Scratch trained with the masked-gene loss (as `masked-loss`)"),
+    "masked-loss": (
+        {"loss_weight": "masked"},
+        "HINGE with the loss on every masked gene, equally weighted (`tl.fit`'s default since 2026-11-26)",
+    ),
+    "scratch-masked": (
+        {"config": {"variant": "scratch"}, "loss_weight": "masked"},
+        "Scratch trained with the masked-gene loss (as `masked-loss`)",
+    ),
     "randfrozen": ({}, "diagnostic: HINGE on a frozen *random* backbone of the same architecture (no pre-training)"),
 }
-BASELINES = {"ridge": "ridge regression (alpha by inner CV)", "mlp": "MLP (one hidden layer of 256)",
-             "knn": "k nearest neighbours in embedding space"}
+BASELINES = {
+    "ridge": "ridge regression (alpha by inner CV)",
+    "mlp": "MLP (one hidden layer of 256)",
+    "knn": "k nearest neighbours in embedding space",
+}
 METHODS = list(HINGE_VARIANTS) + list(BASELINES)
 MARK = "bench_her2st_loso"
 TITLE = "Her2ST patient C, leave-one-section-out: HINGE, ablations and baselines"
@@ -75,8 +87,14 @@ def _prepared(cache: Path, data_dir: Path | None):
     st.pp.normalize(sdata)
     st.pp.embed_histology(sdata, encoder="he-stats")
     table = sdata.tables[K.TABLE_KEY]
-    table = ad.AnnData(X=table.X, obs=table.obs.copy(), var=table.var.copy(), layers=dict(table.layers),
-                       obsm={k: np.asarray(v) for k, v in table.obsm.items()}, uns=dict(table.uns))
+    table = ad.AnnData(
+        X=table.X,
+        obs=table.obs.copy(),
+        var=table.var.copy(),
+        layers=dict(table.layers),
+        obsm={k: np.asarray(v) for k, v in table.obsm.items()},
+        uns=dict(table.uns),
+    )
     for key in [k for k in table.uns if k != K.UNS_NORMALIZE]:
         del table.uns[key]
     table.var = table.var.astype({c: str for c in table.var.columns if table.var[c].dtype == object})
@@ -108,8 +126,9 @@ def _append(runs: Path, record: dict) -> None:
 def _fit_kwargs(method: str, args, backbone) -> dict:
     # the official code's loss for HINGE and its ablations (tl.fit's default until 2026-11-26); the loss variants
     # below override it
-    kw = dict(backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs),
-              loss_weight="revealed")
+    kw = dict(
+        backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs), loss_weight="revealed"
+    )
     if method == "randfrozen":  # the default backbone's architecture with CellFM's random initialisation
         import torch
 
@@ -143,29 +162,42 @@ def run_methods(args, table, backbone, runs: Path) -> None:
             start = time.perf_counter()
             if method in HINGE_VARIANTS:
                 res = st.tl.cross_validate(
-                    table, method="hinge", folds=[fold], sections=SECTIONS,
+                    table,
+                    method="hinge",
+                    folds=[fold],
+                    sections=SECTIONS,
                     fit_kwargs=_fit_kwargs(method, args, backbone),
-                    predict_kwargs=dict(n_steps=args.n_steps, n_samples=args.n_samples), seed=args.seed,
+                    predict_kwargs=dict(n_steps=args.n_steps, n_samples=args.n_samples),
+                    seed=args.seed,
                 )
             else:
                 res = st.tl.cross_validate(table, method=method, folds=[fold], sections=SECTIONS, seed=args.seed)
             per_gene = res.attrs["details"].per_gene
             row = res.iloc[0]
             record = {
-                "kind": "loso", "method": name, "fold": fold, "seed": args.seed,
+                "kind": "loso",
+                "method": name,
+                "fold": fold,
+                "seed": args.seed,
                 "what": _what(method, args),
                 "max_epochs": args.max_epochs if method in HINGE_VARIANTS else None,
                 "n_steps": args.n_steps if method in HINGE_VARIANTS else None,
                 "n_samples": args.n_samples if method in HINGE_VARIANTS else None,
                 "metrics": {m: float(row[m]) for m in ("pcc50", "pcc", "mse", "mae", "ssim")},
-                "n_panel": int(row["n_panel"]), "fit_seconds": float(row["fit_seconds"]),
-                "predict_seconds": float(row["predict_seconds"]), "wall_seconds": time.perf_counter() - start,
-                "per_gene_pcc": {str(g): (None if not np.isfinite(p) else float(p))
-                                 for g, p in zip(per_gene["gene"], per_gene["pcc"])},
+                "n_panel": int(row["n_panel"]),
+                "fit_seconds": float(row["fit_seconds"]),
+                "predict_seconds": float(row["predict_seconds"]),
+                "wall_seconds": time.perf_counter() - start,
+                "per_gene_pcc": {
+                    str(g): (None if not np.isfinite(p) else float(p))
+                    for g, p in zip(per_gene["gene"], per_gene["pcc"])
+                },
             }
             _append(runs, record)
-            print(f"{name:>12} {fold}: PCC-50 {record['metrics']['pcc50']:.3f} "
-                  f"({record['wall_seconds']:.0f} s)", flush=True)
+            print(
+                f"{name:>12} {fold}: PCC-50 {record['metrics']['pcc50']:.3f} ({record['wall_seconds']:.0f} s)",
+                flush=True,
+            )
 
 
 def run_tradeoff(args, table, backbone, runs: Path) -> None:
@@ -185,17 +217,41 @@ def run_tradeoff(args, table, backbone, runs: Path) -> None:
         for k in args.ks:
             for n in args.samples:
                 start = time.perf_counter()
-                st.tl.predict(work, model, sections=[fold], n_steps=k, n_samples=n, seed=args.seed,
-                              key_added="bench", overwrite=True)
+                st.tl.predict(
+                    work,
+                    model,
+                    sections=[fold],
+                    n_steps=k,
+                    n_samples=n,
+                    seed=args.seed,
+                    key_added="bench",
+                    overwrite=True,
+                )
                 seconds = time.perf_counter() - start
                 res = st.tl.evaluate(work, pred_key="bench", metrics=("pcc50", "mse"))
                 res.index = res.index.astype(str)
-                grid.append({"k": k, "n_samples": n, "pcc50": float(res.loc[fold, "pcc50"]),
-                             "mse": float(res.loc[fold, "mse"]), "seconds": seconds,
-                             "spots": int((work.obs[K.SECTION_KEY].astype(str) == fold).sum())})
+                grid.append(
+                    {
+                        "k": k,
+                        "n_samples": n,
+                        "pcc50": float(res.loc[fold, "pcc50"]),
+                        "mse": float(res.loc[fold, "mse"]),
+                        "seconds": seconds,
+                        "spots": int((work.obs[K.SECTION_KEY].astype(str) == fold).sum()),
+                    }
+                )
                 print(f"trade-off {fold} K={k} n={n}: PCC-50 {grid[-1]['pcc50']:.3f} in {seconds:.1f} s", flush=True)
-        _append(runs, {"kind": "tradeoff", "method": "hinge", "fold": fold, "seed": args.seed,
-                       "max_epochs": args.max_epochs, "grid": grid})
+        _append(
+            runs,
+            {
+                "kind": "tradeoff",
+                "method": "hinge",
+                "fold": fold,
+                "seed": args.seed,
+                "max_epochs": args.max_epochs,
+                "grid": grid,
+            },
+        )
 
 
 def _metric(record: dict, name: str) -> float:
@@ -255,18 +311,28 @@ def report(runs: list[Path]) -> str:
         rs = [by[method][f] for f in SECTIONS if f in by[method]]
         stored, base = rs[0].get("what", ""), method.split(" ")[0]
         if method not in known and base in known and "; backbone" in stored:
-            stored = known[base] + stored[stored.index("; backbone"):]
+            stored = known[base] + stored[stored.index("; backbone") :]
         what = known.get(method) or stored
         # the ratio on the folds both have
         common = [f for f in SECTIONS if f in by[method] and f in by.get("ridge", {})]
-        ratio = (np.mean([by[method][f]["metrics"]["pcc50"] for f in common])
-                 / np.mean([by["ridge"][f]["metrics"]["pcc50"] for f in common])) if common else np.nan
+        ratio = (
+            (
+                np.mean([by[method][f]["metrics"]["pcc50"] for f in common])
+                / np.mean([by["ridge"][f]["metrics"]["pcc50"] for f in common])
+            )
+            if common
+            else np.nan
+        )
         cells = [_fmt([_metric(r, m) for r in rs]) for m in ("pcc50", "pcc", "mse", "mae", "ssim")]
-        lines.append(f"| {method} | {what} | {','.join(r['fold'] for r in rs)} | " + " | ".join(cells)
-                     + f" | {ratio:.2f} | {np.mean([r['fit_seconds'] for r in rs]):.0f} |")
+        lines.append(
+            f"| {method} | {what} | {','.join(r['fold'] for r in rs)} | "
+            + " | ".join(cells)
+            + f" | {ratio:.2f} | {np.mean([r['fit_seconds'] for r in rs]):.0f} |"
+        )
     lines.append("")
     lines.append(f"Ridge PCC-50 over its folds: {ridge50:.3f}.")
     lines.append("")
+
     # ---- paired Wilcoxon over pooled per-gene PCCs --------------------------------------------------------
     def paired(method: str, other: str) -> tuple[np.ndarray, np.ndarray]:
         a, b = [], []
@@ -291,12 +357,15 @@ def report(runs: list[Path]) -> str:
         return f"{len(a)} | {np.median(d):+.3f} | {(d > 0).mean():.0%} | {wilcoxon(a, b).pvalue:.2g}"
 
     if "ridge" in by:
-        lines += ["Paired Wilcoxon signed-rank tests of per-gene PCCs pooled across folds (pairs: the same gene in "
-                  "the same fold, on the folds both methods have; genes with an undefined PCC in either left out). "
-                  "Δ = method − reference; \"better\" = share of genes where the method's PCC is higher.", "",
-                  "| method | pairs vs ridge | median Δ | better | p (two-sided) | pairs vs hinge | median Δ | better "
-                  "| p (two-sided) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "Paired Wilcoxon signed-rank tests of per-gene PCCs pooled across folds (pairs: the same gene in "
+            "the same fold, on the folds both methods have; genes with an undefined PCC in either left out). "
+            'Δ = method − reference; "better" = share of genes where the method\'s PCC is higher.',
+            "",
+            "| method | pairs vs ridge | median Δ | better | p (two-sided) | pairs vs hinge | median Δ | better "
+            "| p (two-sided) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for method in order:
             if method == "ridge":
                 continue
@@ -304,10 +373,15 @@ def report(runs: list[Path]) -> str:
         lines.append("")
     # ---- step budget / samples trade-off ------------------------------------------------------------------
     if trade:
-        lines += ["### Step budget K and averaged samples (HINGE, sampling the held-out section)", "",
-                  f"Folds: {', '.join(r['fold'] for r in trade)}; mean PCC-50 and sampling time over them "
-                  "(the same fitted model per fold for every cell; CPU).", "",
-                  "| K | samples | PCC-50 | MSE | sampling (s) | spots/s |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "### Step budget K and averaged samples (HINGE, sampling the held-out section)",
+            "",
+            f"Folds: {', '.join(r['fold'] for r in trade)}; mean PCC-50 and sampling time over them "
+            "(the same fitted model per fold for every cell; CPU).",
+            "",
+            "| K | samples | PCC-50 | MSE | sampling (s) | spots/s |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         cells = {}
         for r in trade:
             for g in r["grid"]:
@@ -315,8 +389,10 @@ def report(runs: list[Path]) -> str:
         for (k, n), gs in sorted(cells.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
             sec = np.mean([g["seconds"] for g in gs])
             spots = np.mean([g["spots"] for g in gs])
-            lines.append(f"| {k} | {n} | {np.mean([g['pcc50'] for g in gs]):.3f} | "
-                         f"{np.mean([g['mse'] for g in gs]):.3f} | {sec:.1f} | {spots / sec:.1f} |")
+            lines.append(
+                f"| {k} | {n} | {np.mean([g['pcc50'] for g in gs]):.3f} | "
+                f"{np.mean([g['mse'] for g in gs]):.3f} | {sec:.1f} | {spots / sec:.1f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -329,13 +405,22 @@ def main(argv=None) -> int:
     p.add_argument("--n-steps", type=int, default=10, help="sampling step budget K of the main table")
     p.add_argument("--n-samples", type=int, default=4, help="averaged samples of the main table")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", type=Path, default=None,
-                   help="backbone checkpoint of HINGE and its ablations (default: default_backbone())")
+    p.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="backbone checkpoint of HINGE and its ablations (default: default_backbone())",
+    )
     p.add_argument("--suffix", default="", help="appended to the method names in the runs file (e.g. '-3ep')")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
-    p.add_argument("--runs", type=Path, nargs="+", default=None,
-                   help="JSON-lines file(s) of finished runs: runs are appended to the first, --report reads all "
-                        "(give each parallel process its own file)")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="JSON-lines file(s) of finished runs: runs are appended to the first, --report reads all "
+        "(give each parallel process its own file)",
+    )
     p.add_argument("--tradeoff", action="store_true", help="the K x n_samples grid instead of --methods")
     p.add_argument("--ks", nargs="+", type=int, default=[50, 10, 5])
     p.add_argument("--samples", nargs="+", type=int, default=[1, 4, 16])

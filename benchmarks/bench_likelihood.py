@@ -126,8 +126,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    runs = [("point", "point", "crps", False), ("crps", "gaussian", "crps", False),
-            ("beta_nll", "gaussian", "beta_nll", False), ("crps-plain", "gaussian", "crps", True)]
+    runs = [
+        ("point", "point", "crps", False),
+        ("crps", "gaussian", "crps", False),
+        ("beta_nll", "gaussian", "beta_nll", False),
+        ("crps-plain", "gaussian", "crps", True),
+    ]
     cols = ["sd ratio", "|log ratio|", "mean MSE", "cover90", "CRPS"]
     print(f"{args.steps} steps x batch {BATCH}, seeds {args.seeds}, {args.samples} samples; mean over seeds\n")
     print("| data | loss | " + " | ".join(cols) + " | s/run |")

@@ -116,8 +116,9 @@ def child(args) -> dict:
     del emb, xy
 
     # warm-up on a few spots, so that lazy imports and one-off allocations are not charged to the first N
-    st.tl.predict(adata[:8].copy(), model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu",
-                  inplace=False)
+    st.tl.predict(
+        adata[:8].copy(), model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", inplace=False
+    )
 
     import gc
 
@@ -125,8 +126,7 @@ def child(args) -> dict:
     before = _rss_bytes()
     exact = _reset_peak()
     t0 = time.perf_counter()
-    pred = st.tl.predict(adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu",
-                         inplace=False)
+    pred = st.tl.predict(adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", inplace=False)
     seconds = time.perf_counter() - t0
     peak = _peak_bytes() if exact else _ru_maxrss_bytes()
     outputs = _nbytes(pred)
@@ -148,11 +148,26 @@ def child(args) -> dict:
 # parent: one fresh process per N, table
 # ------------------------------------------------------------------------------------------------------------
 def _run_child(n: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(n), "--n-genes", str(args.n_genes), "--cond-dim",
-           str(args.cond_dim), "--n-steps", str(args.n_steps), "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(n),
+        "--n-genes",
+        str(args.n_genes),
+        "--cond-dim",
+        str(args.cond_dim),
+        "--n-steps",
+        str(args.n_steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"child for N={n} failed:\n{res.stderr[-3000:]}")
@@ -217,8 +232,11 @@ def main(argv=None) -> None:
     for n in sizes:
         r = _run_child(n, args)
         rows.append(r)
-        print(f"N={n:>7,}: {r['seconds']:.1f} s, overhead {_mb(r['overhead'])} MiB "
-              f"(emb copy {_mb(r['emb_copy'])} MiB)", file=sys.stderr, flush=True)
+        print(
+            f"N={n:>7,}: {r['seconds']:.1f} s, overhead {_mb(r['overhead'])} MiB (emb copy {_mb(r['emb_copy'])} MiB)",
+            file=sys.stderr,
+            flush=True,
+        )
     table = _table(rows, args)
     print(table)
     if args.out:

@@ -77,8 +77,9 @@ def run_sample(model, n_spots: int, k: int, batch_size: int, autocast=None, seed
     from sthinge.models import sample
 
     cond = torch.randn(n_spots, model.config.cond_dim, generator=torch.Generator().manual_seed(seed))
-    return lambda: sample(model, cond, n_steps=k, batch_size=batch_size, autocast=autocast,
-                          generator=torch.Generator().manual_seed(seed))
+    return lambda: sample(
+        model, cond, n_steps=k, batch_size=batch_size, autocast=autocast, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def slope(xs, ys) -> float:
@@ -130,15 +131,22 @@ def component_times(model, rows: int, repeat: int = 3) -> dict[str, float]:
     G, C = model.n_genes, model.config.cond_dim
     x, t = torch.randn(rows, G), torch.full((rows,), model.config.n_steps)
     vis, c = (torch.rand(rows, G) < 0.5).float(), torch.randn(rows, C)
-    parts = {"value encoder": [model.value_enc], "condition network": [model.cond_embed],
-             "blocks": list(model.retentionblocks), "final layer + decoder": [model.final_layer]}
+    parts = {
+        "value encoder": [model.value_enc],
+        "condition network": [model.cond_embed],
+        "blocks": list(model.retentionblocks),
+        "final layer + decoder": [model.final_layer],
+    }
     acc = dict.fromkeys(parts, 0.0)
     handles, start = [], {}
     for name, mods in parts.items():
         for mod in mods:
             handles.append(mod.register_forward_pre_hook(lambda m, a: start.__setitem__(id(m), time.perf_counter())))
-            handles.append(mod.register_forward_hook(
-                lambda m, a, o, name=name: acc.__setitem__(name, acc[name] + time.perf_counter() - start[id(m)])))
+            handles.append(
+                mod.register_forward_hook(
+                    lambda m, a, o, name=name: acc.__setitem__(name, acc[name] + time.perf_counter() - start[id(m)])
+                )
+            )
     with torch.inference_mode():
         model(x, t, vis, vis, c)  # warm-up
         for k in acc:
@@ -160,8 +168,10 @@ def cpu_bf16_support() -> str:
     with contextlib.suppress(OSError):
         flags = Path("/proc/cpuinfo").read_text()
     native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return (f"mkldnn available: {torch.backends.mkldnn.is_available()}; CPU bf16 instructions: "
-            f"{', '.join(native) if native else 'none (AVX2 only: bf16 is emulated)'}")
+    return (
+        f"mkldnn available: {torch.backends.mkldnn.is_available()}; CPU bf16 instructions: "
+        f"{', '.join(native) if native else 'none (AVX2 only: bf16 is emulated)'}"
+    )
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
@@ -193,16 +203,20 @@ def bench_throughput(args) -> str:
             rows.append([f"{v:,}", f"{t:.3f}", f"{kw['n_spots'] / t:,.0f}", f"{kw['n_spots'] * kw['k'] / t:,.0f}"])
             log(f"  {name}={v}: {t:.3f} s")
         s = slope(values, times) if len(values) > 1 else float("nan")
-        out.append(f"**vs {name}** (others: {base_desc(args, name)}); log-log slope of the time: {s:.2f}\n\n"
-                   + md_table([name, "time (s)", "spots/s", "spot-steps/s"], rows))
+        out.append(
+            f"**vs {name}** (others: {base_desc(args, name)}); log-log slope of the time: {s:.2f}\n\n"
+            + md_table([name, "time (s)", "spots/s", "spot-steps/s"], rows)
+        )
 
     log("throughput")
     if "K" in args.sweeps:
         sweep("K", args.ks, lambda v: {**base, "k": v})
     if "batch" in args.sweeps:
         sweep("batch size", args.batch_sizes, lambda v: {**base, "batch_size": v})
-        out[-1] += (f"\n\n`auto_batch_size` (the default of `sample` and `tl.predict`) picks "
-                    f"{auto_batch_size(model)} rows for this model on this device.")
+        out[-1] += (
+            f"\n\n`auto_batch_size` (the default of `sample` and `tl.predict`) picks "
+            f"{auto_batch_size(model)} rows for this model on this device."
+        )
     if "genes" in args.sweeps:
         models = {g: build(args.preset, g, args.cond_dim, args.n_layers) for g in args.genes}
         sweep("genes", args.genes, lambda v: base, model_for=lambda g: models[g])
@@ -213,8 +227,12 @@ def bench_throughput(args) -> str:
 
 def base_desc(args, skip: str) -> str:
     batch = f"batch size {args.batch_base}" if args.batch_base else "batch size auto"
-    parts = {"K": f"K = {args.k_base}", "batch size": batch,
-             "genes": f"G = {args.genes_base}", "spots": f"{args.spots_base:,} spots"}
+    parts = {
+        "K": f"K = {args.k_base}",
+        "batch size": batch,
+        "genes": f"G = {args.genes_base}",
+        "spots": f"{args.spots_base:,} spots",
+    }
     return ", ".join(v for k, v in parts.items() if k != skip)
 
 
@@ -236,11 +254,10 @@ def bench_reference(args, model) -> str:
     t_fast = timeit(fast, repeat=args.repeat)
     t_ref = timeit(ref, repeat=args.repeat)
     diff = (res["fast"] - res["ref"]).abs().max().item()
-    return ("### b. `sample` vs `sample_reference` (same weights, same draws, fp32)\n\n"
-            + md_table(["spots", "K", "G", "sample (s)", "sample_reference (s)", "speed ratio ref/sample",
-                        "max abs diff"],
-                       [[n, k, model.n_genes, f"{t_fast:.3f}", f"{t_ref:.3f}", f"{t_ref / t_fast:.2f}",
-                         f"{diff:.2e}"]]))
+    return "### b. `sample` vs `sample_reference` (same weights, same draws, fp32)\n\n" + md_table(
+        ["spots", "K", "G", "sample (s)", "sample_reference (s)", "speed ratio ref/sample", "max abs diff"],
+        [[n, k, model.n_genes, f"{t_fast:.3f}", f"{t_ref:.3f}", f"{t_ref / t_fast:.2f}", f"{diff:.2e}"]],
+    )
 
 
 def bench_peak(args, model) -> str:
@@ -271,15 +288,32 @@ def bench_peak(args, model) -> str:
             t0 = time.perf_counter()
             f()
             ts = time.perf_counter() - t0
-            res[mode].append((ts, matmul_flops_per_s(m, bc.d_model, bc.d_model, repeat=1),
-                              matmul_flops_per_s(2048, 2048, 2048, repeat=1)))
+            res[mode].append(
+                (
+                    ts,
+                    matmul_flops_per_s(m, bc.d_model, bc.d_model, repeat=1),
+                    matmul_flops_per_s(2048, 2048, 2048, repeat=1),
+                )
+            )
     med = statistics.median
     table_rows = []
     for mode, runs in res.items():
         tm, mm, mm_sq = med(r[0] for r in runs), med(r[1] for r in runs), med(r[2] for r in runs)
-        table_rows.append([mode, n, k, rows[0], f"{tm:.2f}", f"{flops / rows[0] / 1e9:.3f}", f"{flops / tm / 1e9:.1f}",
-                           f"{mm / 1e9:.1f}", f"{med(flops / r[0] / r[1] for r in runs):.2f}", f"{mm_sq / 1e9:.1f}",
-                           f"{med(flops / r[0] / r[2] for r in runs):.2f}"])
+        table_rows.append(
+            [
+                mode,
+                n,
+                k,
+                rows[0],
+                f"{tm:.2f}",
+                f"{flops / rows[0] / 1e9:.3f}",
+                f"{flops / tm / 1e9:.1f}",
+                f"{mm / 1e9:.1f}",
+                f"{med(flops / r[0] / r[1] for r in runs):.2f}",
+                f"{mm_sq / 1e9:.1f}",
+                f"{med(flops / r[0] / r[2] for r in runs):.2f}",
+            ]
+        )
     per_call = flops / max(rows[0], 1)
     comp = component_times(model, rows=max(1, min(n, bs)), repeat=args.repeat)
     total = comp.pop("total")
@@ -290,8 +324,19 @@ def bench_peak(args, model) -> str:
         f"### c. Fraction of the measured matmul peak ({bc.name}: {bc.n_layers} x {bc.d_model}, "
         f"G = {model.n_genes})\n\n"
         + md_table(
-            ["model", "spots", "K", "model rows", "time (s)", "GFLOP / row", "sampler GFLOP/s",
-             f"mm ({m}x{bc.d_model})·({bc.d_model}x{bc.d_model}) GFLOP/s", "fraction", "mm 2048³ GFLOP/s", "fraction"],
+            [
+                "model",
+                "spots",
+                "K",
+                "model rows",
+                "time (s)",
+                "GFLOP / row",
+                "sampler GFLOP/s",
+                f"mm ({m}x{bc.d_model})·({bc.d_model}x{bc.d_model}) GFLOP/s",
+                "fraction",
+                "mm 2048³ GFLOP/s",
+                "fraction",
+            ],
             table_rows,
         )
         + f"\n\nMedians over {args.repeat} paired run(s); each fraction is the median of the ratios of a sampler run "
@@ -311,6 +356,7 @@ def bench_bf16(args, model) -> str:
     def go(dtype):
         def f():
             res[dtype] = run_sample(model, n, k, bs, autocast=dtype)()[0]
+
         return f
 
     t32 = timeit(go(None), repeat=args.repeat)
@@ -320,9 +366,10 @@ def bench_bf16(args, model) -> str:
         return f"### d. bf16 autocast\n\n{support}. bf16 autocast failed: {err}"
     diff = (res[None] - res[torch.bfloat16].float()).abs().max().item()
     scale = res[None].abs().max().item()
-    return (f"### d. bf16 autocast vs fp32\n\n{support}.\n\n"
-            + md_table(["spots", "K", "fp32 (s)", "bf16 autocast (s)", "speed-up", "max abs diff", "max |fp32|"],
-                       [[n, k, f"{t32:.3f}", f"{t16:.3f}", f"{t32 / t16:.2f}", f"{diff:.3g}", f"{scale:.3g}"]]))
+    return f"### d. bf16 autocast vs fp32\n\n{support}.\n\n" + md_table(
+        ["spots", "K", "fp32 (s)", "bf16 autocast (s)", "speed-up", "max abs diff", "max |fp32|"],
+        [[n, k, f"{t32:.3f}", f"{t16:.3f}", f"{t32 / t16:.2f}", f"{diff:.3g}", f"{scale:.3g}"]],
+    )
 
 
 def bench_train(args) -> str:
@@ -356,11 +403,17 @@ def bench_train(args) -> str:
         step(True)
     total = sum(acc.values())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return (f"### e. Training ({args.train_preset}, G = {model.n_genes}, cond_dim = {model.config.cond_dim}, "
-            f"batch {B}, {n_train:,} trainable parameters, {args.train_steps} steps)\n\n"
-            + md_table(["steps/s", "spots/s", "forward + loss", "backward", "optimizer"],
-                       [[f"{args.train_steps / total:.2f}", f"{args.train_steps * B / total:,.0f}"]
-                        + [f"{100 * v / total:.0f} %" for v in acc.values()]]))
+    return (
+        f"### e. Training ({args.train_preset}, G = {model.n_genes}, cond_dim = {model.config.cond_dim}, "
+        f"batch {B}, {n_train:,} trainable parameters, {args.train_steps} steps)\n\n"
+        + md_table(
+            ["steps/s", "spots/s", "forward + loss", "backward", "optimizer"],
+            [
+                [f"{args.train_steps / total:.2f}", f"{args.train_steps * B / total:,.0f}"]
+                + [f"{100 * v / total:.0f} %" for v in acc.values()]
+            ],
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -438,8 +491,12 @@ def main(argv=None) -> None:
     print(text)
     if args.out:
         tag = args.preset + ("-quick" if args.quick else "")
-        write_section(args.out, f"bench_sampling:{tag}", f"Sampling and training speed: `{args.preset}`"
-                      f"{' (quick)' if args.quick else ''}", text)
+        write_section(
+            args.out,
+            f"bench_sampling:{tag}",
+            f"Sampling and training speed: `{args.preset}`{' (quick)' if args.quick else ''}",
+            text,
+        )
 
 
 if __name__ == "__main__":

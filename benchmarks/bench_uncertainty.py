@@ -137,16 +137,28 @@ def run(args, table, backbone, runs: Path) -> None:
             else:
                 _fit_hinge(args, work, method, fold, train, backbone, runs)
                 continue
-            record = {"kind": "uncertainty", "method": method, "fold": fold, "seed": args.seed,
-                      "max_epochs": args.max_epochs, "n_steps": args.n_steps, "n_samples": args.n_samples,
-                      "fit_seconds": fit_s, "predict_seconds": pred_s,
-                      "metrics": _record(work, "pred", fold, samples_key, rng), **extra}
+            record = {
+                "kind": "uncertainty",
+                "method": method,
+                "fold": fold,
+                "seed": args.seed,
+                "max_epochs": args.max_epochs,
+                "n_steps": args.n_steps,
+                "n_samples": args.n_samples,
+                "fit_seconds": fit_s,
+                "predict_seconds": pred_s,
+                "metrics": _record(work, "pred", fold, samples_key, rng),
+                **extra,
+            }
             with open(runs, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
             m = record["metrics"]
-            print(f"{method:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
-                  f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
-                  f"({fit_s:.0f} + {pred_s:.0f} s)", flush=True)
+            print(
+                f"{method:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
+                f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
+                f"({fit_s:.0f} + {pred_s:.0f} s)",
+                flush=True,
+            )
 
 
 def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, runs: Path) -> None:
@@ -157,9 +169,15 @@ def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, r
 
     likelihood = method.split("-")[1]
     cal_section = _calibration_section(fold)
-    kw = dict(backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs),
-              train_sections=train, calibration_sections=[cal_section], calibration_samples=args.n_samples,
-              seed=args.seed)
+    kw = dict(
+        backbone=str(backbone),
+        max_epochs=args.max_epochs,
+        min_epochs=min(15, args.max_epochs),
+        train_sections=train,
+        calibration_sections=[cal_section],
+        calibration_samples=args.n_samples,
+        seed=args.seed,
+    )
     if likelihood != "point":
         kw["config"] = {"likelihood": likelihood}
     start = time.perf_counter()
@@ -170,29 +188,64 @@ def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, r
     sections = work.obs["section"].astype(str).to_numpy()
     rows = np.flatnonzero(np.isin(sections, [s for s in train if s != cal_section]))
     _, val_idx = split_rows(len(rows), 0.1, args.seed)
-    _calibrate_after_fit(model, work, rows[val_idx], model.genes, model.layer, model.embedding_key, args.n_samples,
-                         args.seed, "validation spots", "section")
+    _calibrate_after_fit(
+        model,
+        work,
+        rows[val_idx],
+        model.genes,
+        model.layer,
+        model.embedding_key,
+        args.n_samples,
+        args.seed,
+        "validation spots",
+        "section",
+    )
     val_cal = model.calibration
-    extra = {"sampler": _sampler_ratio(model, work, fold, args.n_steps, args.n_samples)} if likelihood != "point" \
-        else {}
+    extra = (
+        {"sampler": _sampler_ratio(model, work, fold, args.n_steps, args.n_samples)} if likelihood != "point" else {}
+    )
     for name, cal in (("val", val_cal), ("section", section_cal)):
         model.calibration = cal
         t = time.perf_counter()
-        st.tl.predict(work, model, sections=[fold], n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed,
-                      key_added="pred", levels=LEVELS, return_samples=True, overwrite=True)
+        st.tl.predict(
+            work,
+            model,
+            sections=[fold],
+            n_steps=args.n_steps,
+            n_samples=args.n_samples,
+            seed=args.seed,
+            key_added="pred",
+            levels=LEVELS,
+            return_samples=True,
+            overwrite=True,
+        )
         pred_s = time.perf_counter() - t
         rng = np.random.default_rng(args.seed)
-        record = {"kind": "uncertainty", "method": f"{method}-{name}", "fold": fold, "seed": args.seed,
-                  "max_epochs": args.max_epochs, "n_steps": args.n_steps, "n_samples": args.n_samples,
-                  "fit_seconds": fit_s, "predict_seconds": pred_s, "calibration_spots": int(cal.n),
-                  "calibration_section": cal_section, "epochs": len(model.history),
-                  "metrics": _record(work, "pred", fold, "pred_samples", rng), **extra}
+        record = {
+            "kind": "uncertainty",
+            "method": f"{method}-{name}",
+            "fold": fold,
+            "seed": args.seed,
+            "max_epochs": args.max_epochs,
+            "n_steps": args.n_steps,
+            "n_samples": args.n_samples,
+            "fit_seconds": fit_s,
+            "predict_seconds": pred_s,
+            "calibration_spots": int(cal.n),
+            "calibration_section": cal_section,
+            "epochs": len(model.history),
+            "metrics": _record(work, "pred", fold, "pred_samples", rng),
+            **extra,
+        }
         with open(runs, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         m = record["metrics"]
-        print(f"{record['method']:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
-              f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
-              f"({fit_s:.0f} + {pred_s:.0f} s)", flush=True)
+        print(
+            f"{record['method']:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
+            f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
+            f"({fit_s:.0f} + {pred_s:.0f} s)",
+            flush=True,
+        )
 
 
 def _records(runs: list[Path]) -> list[dict]:
@@ -246,11 +299,21 @@ def report(runs: list[Path]) -> str:
             f"{_fmt(col('width90'))} | {_fmt(col('crps'))} | {_fmt(col('unc_spearman'))} | {_fmt(col('pcc50'))} | "
             f"{_fmt(col('coexpression_mean'))} | {_fmt(col('coexpression_sample'))} |"
         )
-    crps = [(f, by[m][f]["metrics"]["crps"], by["ridge"][f]["metrics"]["crps"])
-            for m in by if m != "ridge" and "ridge" in by for f in by[m] if f in by["ridge"]]
+    crps = [
+        (f, by[m][f]["metrics"]["crps"], by["ridge"][f]["metrics"]["crps"])
+        for m in by
+        if m != "ridge" and "ridge" in by
+        for f in by[m]
+        if f in by["ridge"]
+    ]
     if crps:
-        lines += ["", "CRPS per fold against ridge (lower is better):", "",
-                  "| method | " + " | ".join(SECTIONS) + " |", "|---|" + "---:|" * len(SECTIONS)]
+        lines += [
+            "",
+            "CRPS per fold against ridge (lower is better):",
+            "",
+            "| method | " + " | ".join(SECTIONS) + " |",
+            "|---|" + "---:|" * len(SECTIONS),
+        ]
         for method in [m for m in order if m in by and m != "ridge"]:
             cells = []
             for f in SECTIONS:
@@ -262,8 +325,11 @@ def report(runs: list[Path]) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     ratios = [r["sampler"]["ratio"] for r in recs if "sampler" in r]
     if ratios:
-        lines += ["", f"Sampling cost of the Gaussian draws against the point sampler on the same model, K and "
-                      f"samples (interleaved, median of 3 each): ratio {_fmt(ratios, 2)} over {len(ratios)} runs."]
+        lines += [
+            "",
+            f"Sampling cost of the Gaussian draws against the point sampler on the same model, K and "
+            f"samples (interleaved, median of 3 each): ratio {_fmt(ratios, 2)} over {len(ratios)} runs.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -276,9 +342,13 @@ def main(argv=None) -> int:
     p.add_argument("--n-samples", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=Path, nargs="+", default=None,
-                   help="JSON-lines files of runs (default: <cache>/bench/runs_uncertainty.jsonl); new runs go to the "
-                        "first")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="JSON-lines files of runs (default: <cache>/bench/runs_uncertainty.jsonl); new runs go to the first",
+    )
     p.add_argument("--report", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)

@@ -22,8 +22,24 @@ def _run(*args, cwd):
 
 def test_bench_gpu_runs_on_cpu(tmp_path):
     out = tmp_path / "bench.md"
-    res = _run(str(BENCH / "bench_gpu.py"), "--device", "cpu", "--preset", "tiny", "--genes", "20", "--spots", "8",
-               "--ks", "2", "--cond-dim", "16", "--out", str(out), cwd=tmp_path)
+    res = _run(
+        str(BENCH / "bench_gpu.py"),
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--genes",
+        "20",
+        "--spots",
+        "8",
+        "--ks",
+        "2",
+        "--cond-dim",
+        "16",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     assert "<!-- bench_gpu:cpu-tiny:start -->" in text and "<!-- bench_gpu:cpu-tiny:end -->" in text
@@ -34,8 +50,20 @@ def test_bench_gpu_runs_on_cpu(tmp_path):
 
 def test_bench_sampling_reference_and_peak_run(tmp_path):
     out = tmp_path / "bench.md"
-    res = _run(str(BENCH / "bench_sampling.py"), "--quick", "--only", "reference", "peak", "--cond-dim", "16",
-               "--threads", "1", "--out", str(out), cwd=tmp_path)
+    res = _run(
+        str(BENCH / "bench_sampling.py"),
+        "--quick",
+        "--only",
+        "reference",
+        "peak",
+        "--cond-dim",
+        "16",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     assert "<!-- bench_sampling:tiny-quick:start -->" in text
@@ -55,26 +83,62 @@ def test_bench_her2st_loso_report(tmp_path):
         base = rng.uniform(0.0, 0.6, len(genes))
         for method, shift in (("ridge", 0.0), ("hinge", 0.05)):
             pcc = base + shift + rng.normal(0, 0.01, len(genes))
-            lines.append(json.dumps({
-                "kind": "loso", "method": method, "fold": fold, "seed": 0, "max_epochs": 3, "n_steps": 2,
-                "n_samples": 1, "metrics": {"pcc50": float(pcc.mean()), "pcc200": float(pcc.mean()), "mse": 0.5,
-                                            "mae": 0.5, "ssim": 0.6},
-                "n_panel": len(genes), "fit_seconds": 1.0, "predict_seconds": 1.0, "wall_seconds": 2.0,
-                "per_gene_pcc": dict(zip(genes, map(float, pcc))),
-            }))
-    lines.append(json.dumps({"kind": "tradeoff", "method": "hinge", "fold": "C2", "seed": 0, "max_epochs": 3,
-                             "grid": [{"k": 5, "n_samples": 1, "pcc50": 0.3, "mse": 0.7, "seconds": 2.0,
-                                       "spots": 10}]}))
+            lines.append(
+                json.dumps(
+                    {
+                        "kind": "loso",
+                        "method": method,
+                        "fold": fold,
+                        "seed": 0,
+                        "max_epochs": 3,
+                        "n_steps": 2,
+                        "n_samples": 1,
+                        "metrics": {
+                            "pcc50": float(pcc.mean()),
+                            "pcc200": float(pcc.mean()),
+                            "mse": 0.5,
+                            "mae": 0.5,
+                            "ssim": 0.6,
+                        },
+                        "n_panel": len(genes),
+                        "fit_seconds": 1.0,
+                        "predict_seconds": 1.0,
+                        "wall_seconds": 2.0,
+                        "per_gene_pcc": dict(zip(genes, map(float, pcc))),
+                    }
+                )
+            )
+    lines.append(
+        json.dumps(
+            {
+                "kind": "tradeoff",
+                "method": "hinge",
+                "fold": "C2",
+                "seed": 0,
+                "max_epochs": 3,
+                "grid": [{"k": 5, "n_samples": 1, "pcc50": 0.3, "mse": 0.7, "seconds": 2.0, "spots": 10}],
+            }
+        )
+    )
     runs.write_text("\n".join(lines) + "\n")
     out = tmp_path / "bench.md"
-    res = _run(str(BENCH / "bench_her2st_loso.py"), "--report", "--runs", str(runs), str(tmp_path / "absent.jsonl"),
-               "--out", str(out), cwd=tmp_path)
+    res = _run(
+        str(BENCH / "bench_her2st_loso.py"),
+        "--report",
+        "--runs",
+        str(runs),
+        str(tmp_path / "absent.jsonl"),
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     text = out.read_text()
     hinge = next(line for line in text.splitlines() if line.startswith("| hinge | frozen"))
     ratio = float(hinge.split("|")[9])
-    assert ratio == pytest.approx(1.0 + 0.05 / np.mean([json.loads(x)["metrics"]["pcc50"] for x in lines[:4:2]]),
-                                  abs=0.02)
+    assert ratio == pytest.approx(
+        1.0 + 0.05 / np.mean([json.loads(x)["metrics"]["pcc50"] for x in lines[:4:2]]), abs=0.02
+    )
     wil = next(line for line in text.splitlines() if line.startswith("| hinge | 80 |"))
     assert float(wil.split("|")[5]) < 1e-6  # HINGE better on every gene: tiny p-value
     assert "| 5 | 1 | 0.300 |" in text

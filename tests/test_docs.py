@@ -42,7 +42,7 @@ def documented_parameters(doc: str) -> list[str] | None:
     for i, header in enumerate(headers):
         if header["title"] == "Parameters":
             end = headers[i + 1].start() if i + 1 < len(headers) else len(doc)
-            body = doc[header.end():end]
+            body = doc[header.end() : end]
             names = []
             for line in body.splitlines():
                 if line and not line[0].isspace():
@@ -111,8 +111,10 @@ def test_checker_catches_problems():
         %(table_key)s
         """
 
-    assert docstring_problems(missing) == ["parameters not documented: ['b']",
-                                           "documented but not in the signature: ['d']"]
+    assert docstring_problems(missing) == [
+        "parameters not documented: ['b']",
+        "documented but not in the signature: ['d']",
+    ]
     assert docstring_problems(no_section) == ["no Parameters section"]
     assert "unfilled %(...)s marker" in docstring_problems(marker)
 
@@ -148,8 +150,11 @@ def test_api_page_lists_every_public_function_and_class():
     """docs/api.md has an autosummary entry (so a page of its own) for each public function and class."""
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^   (\w+\.\w+)$", text, re.M))
-    wanted = {name.removeprefix("sthinge.") for name, obj in _public_objects()
-              if name.count(".") == 2 and (inspect.isfunction(obj) or inspect.isclass(obj))}
+    wanted = {
+        name.removeprefix("sthinge.")
+        for name, obj in _public_objects()
+        if name.count(".") == 2 and (inspect.isfunction(obj) or inspect.isclass(obj))
+    }
     assert wanted <= listed, sorted(wanted - listed)
 
 

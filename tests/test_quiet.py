@@ -78,6 +78,16 @@ def test_fit_with_a_frozen_eval_mode_backbone_does_not_warn(quiet):
     table = sdata.tables[K.TABLE_KEY]
     table.obsm["X_factors"] = table.obsm["synthetic_factors"].astype(np.float32)
     backbone = CellFM.from_preset("tiny").eval()  # as `load_cellfm` returns it
-    messages = _recorded(st.tl.fit, sdata, backbone=backbone, embedding_key="X_factors", train_sections=["S1"],
-                         batch_size=16, max_epochs=1, min_epochs=0, curriculum_epochs=1, val_metric="loss")
+    messages = _recorded(
+        st.tl.fit,
+        sdata,
+        backbone=backbone,
+        embedding_key="X_factors",
+        train_sections=["S1"],
+        batch_size=16,
+        max_epochs=1,
+        min_epochs=0,
+        curriculum_epochs=1,
+        val_metric="loss",
+    )
     assert not [m for m in messages if EVAL_MODE in m]

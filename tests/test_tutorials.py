@@ -18,11 +18,24 @@ NOTEBOOKS = sorted(p.name for p in TUTORIALS.glob("[0-9][0-9]_*.ipynb"))
 
 EXPECTED = {
     "01_quickstart_her2st.ipynb": {
-        "held_out", "n_genes", "hinge_pcc50", "ridge_pcc50", "hinge_pcc50_rank_by_pcc", "hinge_mse",
-        "coexpression_similarity", "moran_median_predicted", "n_domains",
+        "held_out",
+        "n_genes",
+        "hinge_pcc50",
+        "ridge_pcc50",
+        "hinge_pcc50_rank_by_pcc",
+        "hinge_mse",
+        "coexpression_similarity",
+        "moran_median_predicted",
+        "n_domains",
+        "hinge_coverage90",
+        "hinge_coverage90_section_calibrated",
+        "ridge_coverage90",
+        "hinge_unc_spearman",
+        "n_trusted_genes",
+        "n_trusted_spots",
     },
     "02_your_own_weights.ipynb": {"embedding_dim", "n_embedded", "backbone_params", "pcc50", "mse"},
-    "03_he_only_slide.ipynb": {"n_pseudo_spots", "n_genes", "mean_prediction", "mean_std"},
+    "03_he_only_slide.ipynb": {"n_pseudo_spots", "n_genes", "mean_prediction", "mean_std", "mean_width90"},
 }
 CELL_TIMEOUT = 300  # seconds per cell
 
@@ -75,8 +88,9 @@ def test_tutorial_runs_fast(name, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
 
     nb = _read(name)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
 
     result = json.loads((out / name.replace(".ipynb", ".json")).read_text())

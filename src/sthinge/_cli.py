@@ -13,9 +13,17 @@ def _out(msg: str = "") -> None:
 
 def _demo_options(args: argparse.Namespace) -> dict:
     """The demo's options (the fields of :class:`sthinge._demo.DemoOptions`) from the parsed ``sthinge demo``."""
-    return dict(synthetic=args.synthetic, data_path=args.data, out=args.out, overwrite=args.overwrite,
-                held_out=args.held_out, max_epochs=args.epochs, n_samples=args.samples, n_steps=args.steps,
-                seed=args.seed)
+    return dict(
+        synthetic=args.synthetic,
+        data_path=args.data,
+        out=args.out,
+        overwrite=args.overwrite,
+        held_out=args.held_out,
+        max_epochs=args.epochs,
+        n_samples=args.samples,
+        n_steps=args.steps,
+        seed=args.seed,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -40,26 +48,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sthinge {__version__}")
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser(
-        "demo", help="run the end-to-end demo on Her2ST patient C (or synthetic data)",
+        "demo",
+        help="run the end-to-end demo on Her2ST patient C (or synthetic data)",
         description="Run the end-to-end demo on Her2ST patient C (or synthetic data) and write a report folder. "
-                    "Run time on 2 idle CPU cores: about 5 minutes the first time, 2-3 of them pre-training the "
-                    "default backbone (once; it is cached), then about 3; much longer on a busy machine.",
+        "Run time on 2 idle CPU cores: about 5 minutes the first time, 2-3 of them pre-training the "
+        "default backbone (once; it is cached), then about 3; much longer on a busy machine.",
     )
     demo.add_argument("--synthetic", action="store_true", help="use generated data (no files or network needed)")
-    demo.add_argument("--data", default=None,
-                      help="existing folder with the Her2ST files (default: STHINGE_DATA_DIR, the cache, or a "
-                           "download)")
-    demo.add_argument("--held-out", default=None,
-                      help="section to hold out: one of C2-C6, or S1-S4 with --synthetic (default: the first)")
-    demo.add_argument("--out", default="sthinge-report",
-                      help="report folder to write (default: sthinge-report); it must be new or empty unless "
-                           "--overwrite is given, and an existing file is never replaced")
-    demo.add_argument("--overwrite", action="store_true",
-                      help="replace an earlier report in --out (a folder holding only report files)")
+    demo.add_argument(
+        "--data",
+        default=None,
+        help="existing folder with the Her2ST files (default: STHINGE_DATA_DIR, the cache, or a download)",
+    )
+    demo.add_argument(
+        "--held-out",
+        default=None,
+        help="section to hold out: one of C2-C6, or S1-S4 with --synthetic (default: the first)",
+    )
+    demo.add_argument(
+        "--out",
+        default="sthinge-report",
+        help="report folder to write (default: sthinge-report); it must be new or empty unless "
+        "--overwrite is given, and an existing file is never replaced",
+    )
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier report in --out (a folder holding only report files)",
+    )
     demo.add_argument("--epochs", type=int, default=30, help="maximum training epochs, >= 1 (default 30)")
     demo.add_argument("--samples", type=int, default=4, help="samples per spot, >= 1 (default 4)")
-    demo.add_argument("--steps", type=int, default=10,
-                      help="sampler step budget K, 1 <= K <= T=50 (default 10)")  # T: HingeConfig.n_steps
+    demo.add_argument(
+        "--steps", type=int, default=10, help="sampler step budget K, 1 <= K <= T=50 (default 10)"
+    )  # T: HingeConfig.n_steps
     demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)

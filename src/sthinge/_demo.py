@@ -17,9 +17,20 @@ from sthinge._logging import logg
 
 HER2ST_C = ["C2", "C3", "C4", "C5", "C6"]
 SYNTHETIC_SECTIONS = ["S1", "S2", "S3", "S4"]
-REPORT_FILES = ("summary.md", "metrics.md", "metrics.csv", "spatial.png", "spatial_ridge.png", "coexpression.png",
-                "history.png", "predictions.zarr")
+REPORT_FILES = (
+    "summary.md",
+    "metrics.md",
+    "metrics.csv",
+    "spatial.png",
+    "spatial_ridge.png",
+    "coexpression.png",
+    "coexpression_sample.png",
+    "calibration.png",
+    "history.png",
+    "predictions.zarr",
+)
 """What a report folder holds: ``overwrite`` replaces a folder holding nothing else."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class DemoOptions:
@@ -59,13 +70,22 @@ class DemoOptions:
     seed: int = 0
 
 
-_PYTHON_NAMES = {**{f.name: f.name for f in fields(DemoOptions)}, "synthetic": "synthetic=True",
-                 "overwrite": "overwrite=True"}
+_PYTHON_NAMES = {
+    **{f.name: f.name for f in fields(DemoOptions)},
+    "synthetic": "synthetic=True",
+    "overwrite": "overwrite=True",
+}
 """How errors of :func:`check_demo_args` name the arguments of :func:`run_demo`."""
 
 CLI_NAMES = {
-    "synthetic": "--synthetic", "data_path": "--data", "out": "--out", "overwrite": "--overwrite",
-    "held_out": "--held-out", "max_epochs": "--epochs", "n_samples": "--samples", "n_steps": "--steps",
+    "synthetic": "--synthetic",
+    "data_path": "--data",
+    "out": "--out",
+    "overwrite": "--overwrite",
+    "held_out": "--held-out",
+    "max_epochs": "--epochs",
+    "n_samples": "--samples",
+    "n_steps": "--steps",
     "seed": "--seed",
 }
 """How errors of :func:`check_demo_args` name the options of ``sthinge demo``."""
@@ -120,14 +140,17 @@ def check_demo_args(names: dict[str, str] | None = None, **options: Any) -> dict
     data_root = None
     if data_path is not None:
         if synthetic:
-            raise ValueError(f"`{n['data_path']}` and `{n['synthetic']}` exclude each other: synthetic data reads "
-                             "no files.")
+            raise ValueError(
+                f"`{n['data_path']}` and `{n['synthetic']}` exclude each other: synthetic data reads no files."
+            )
         if not isinstance(data_path, str | os.PathLike):
             raise TypeError(f"`{n['data_path']}` must be a folder path, got {type(data_path).__name__}.")
         root = Path(data_path).expanduser()
         if not root.exists():
-            raise FileNotFoundError(f"`{n['data_path']}` {str(root)!r} does not exist; give the folder holding the "
-                                    f"Her2ST files, or use `{n['synthetic']}` to run offline.")
+            raise FileNotFoundError(
+                f"`{n['data_path']}` {str(root)!r} does not exist; give the folder holding the "
+                f"Her2ST files, or use `{n['synthetic']}` to run offline."
+            )
         if not root.is_dir():
             raise NotADirectoryError(f"`{n['data_path']}` {str(root)!r} is a file, not a folder.")
         data_root = next((c for c in _candidates(root) if _has_files(c, sections)), None)
@@ -145,24 +168,41 @@ def check_demo_args(names: dict[str, str] | None = None, **options: Any) -> dict
 
     out = _check_output_path(n["out"], out, overwrite=overwrite, kind="folder", flag=n["overwrite"])
     if out.is_dir():  # empty, or (with `overwrite`) not: the report replaces the whole folder
-        protected = {"the current folder": Path.cwd(), "your home folder": Path.home(),
-                     "the dataset cache": settings.cachedir}
+        protected = {
+            "the current folder": Path.cwd(),
+            "your home folder": Path.home(),
+            "the dataset cache": settings.cachedir,
+        }
         if data_path is not None:
             protected["the data folder"] = Path(data_path).expanduser()
         if settings.datadir is not None:
             protected["STHINGE_DATA_DIR"] = settings.datadir
         for what, folder in protected.items():
             if _is_within(folder, out):
-                raise ValueError(f"`{n['out']}` {str(out)!r} is or contains {what} ({str(folder)!r}); the report "
-                                 "replaces the whole folder, so give it a folder of its own.")
+                raise ValueError(
+                    f"`{n['out']}` {str(out)!r} is or contains {what} ({str(folder)!r}); the report "
+                    "replaces the whole folder, so give it a folder of its own."
+                )
         foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
         if foreign:
-            raise FileExistsError(f"`{n['out']}` {str(out)!r} holds files that are not part of a demo report (e.g. "
-                                  f"{foreign[:3]}); `{n['overwrite']}` replaces only an earlier report folder, never "
-                                  "other files. Choose another path.")
-    return {"synthetic": synthetic, "sections": sections, "held_out": held_out, "max_epochs": max_epochs,
-            "n_samples": n_samples, "n_steps": n_steps, "seed": seed, "out": out, "overwrite": overwrite,
-            "data_root": data_root, "names": n}
+            raise FileExistsError(
+                f"`{n['out']}` {str(out)!r} holds files that are not part of a demo report (e.g. "
+                f"{foreign[:3]}); `{n['overwrite']}` replaces only an earlier report folder, never "
+                "other files. Choose another path."
+            )
+    return {
+        "synthetic": synthetic,
+        "sections": sections,
+        "held_out": held_out,
+        "max_epochs": max_epochs,
+        "n_samples": n_samples,
+        "n_steps": n_steps,
+        "seed": seed,
+        "out": out,
+        "overwrite": overwrite,
+        "data_root": data_root,
+        "names": n,
+    }
 
 
 class _Clock:
@@ -207,8 +247,10 @@ def _report_image(sdata, table, section: str, max_side: int = 4000) -> dict[str,
         return {}
     element = sdata.images[name]
     if hasattr(element, "children"):  # multiscale: its levels, largest first
-        levels = sorted((next(iter(node.ds.data_vars.values())) for node in element.children.values()),
-                        key=lambda a: -a.sizes["y"] * a.sizes["x"])
+        levels = sorted(
+            (next(iter(node.ds.data_vars.values())) for node in element.children.values()),
+            key=lambda a: -a.sizes["y"] * a.sizes["x"],
+        )
     else:
         levels = [element]
     full = levels[0]
@@ -216,8 +258,14 @@ def _report_image(sdata, table, section: str, max_side: int = 4000) -> dict[str,
     if level is full and not hasattr(element, "children"):
         return {name: element}
     scale = [full.sizes["y"] / level.sizes["y"], full.sizes["x"] / level.sizes["x"]]
-    return {name: Image2DModel.parse(level.data, dims=("c", "y", "x"), c_coords=list(level.coords["c"].values),
-                                     transformations={section: Scale(scale, axes=("y", "x"))})}
+    return {
+        name: Image2DModel.parse(
+            level.data,
+            dims=("c", "y", "x"),
+            c_coords=list(level.coords["c"].values),
+            transformations={section: Scale(scale, axes=("y", "x"))},
+        )
+    }
 
 
 def _pcc_note(metrics: pd.DataFrame, n_genes: int, section: str) -> str:
@@ -226,8 +274,10 @@ def _pcc_note(metrics: pd.DataFrame, n_genes: int, section: str) -> str:
     ks = [int(c[3:]) for c in ("pcc50", "pcc200") if c in metrics and metrics[c].isna().all()]
     if not ks:
         return ""
-    return (f"\n{' and '.join(f'PCC-{k}' for k in ks)}: NaN, since fewer than {min(ks)} of the panel's {n_genes} "
-            f"genes have a PCC on {section}; `pcc` is the mean PCC over all genes that have one.\n")
+    return (
+        f"\n{' and '.join(f'PCC-{k}' for k in ks)}: NaN, since fewer than {min(ks)} of the panel's {n_genes} "
+        f"genes have a PCC on {section}; `pcc` is the mean PCC over all genes that have one.\n"
+    )
 
 
 def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -239,8 +289,9 @@ def _markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     return "\n".join(lines)
 
 
-def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] | None = None,
-             **options: Any) -> dict[str, Any]:
+def run_demo(
+    *, say: Callable[[str], None] = logg.info, _names: dict[str, str] | None = None, **options: Any
+) -> dict[str, Any]:
     """Run one leave-one-section-out fold of HINGE and ridge side by side and write a report folder.
 
     ``options`` are the fields of :class:`DemoOptions` by name (``synthetic``, ``data_path``, ``out``,
@@ -255,8 +306,9 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
     checked = check_demo_args(names=_names, **options)
     if not callable(say):
         raise TypeError(f"`say` must be a callable taking a message, got {type(say).__name__}.")
-    synthetic, sections, held_out, out, names = (checked[k] for k in ("synthetic", "sections", "held_out", "out",
-                                                                      "names"))
+    synthetic, sections, held_out, out, names = (
+        checked[k] for k in ("synthetic", "sections", "held_out", "out", "names")
+    )
     max_epochs, n_samples, n_steps, seed = (checked[k] for k in ("max_epochs", "n_samples", "n_steps", "seed"))
     import matplotlib
 
@@ -308,14 +360,38 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
         backbone = default_backbone()
         clock(f"backbone: {backbone}")
 
-    model = st.tl.fit(sdata, backbone=backbone, embedding_key=emb_key, train_sections=train, max_epochs=max_epochs,
-                      min_epochs=min(15, max_epochs), seed=seed)
+    model = st.tl.fit(
+        sdata,
+        backbone=backbone,
+        embedding_key=emb_key,
+        train_sections=train,
+        max_epochs=max_epochs,
+        min_epochs=min(15, max_epochs),
+        seed=seed,
+    )
     clock(f"HINGE trained ({len(model.history)} epochs)")
-    st.tl.predict(sdata, model, sections=[held_out], n_samples=n_samples, n_steps=n_steps, seed=seed)
-    clock(f"HINGE predicted {held_out} ({n_samples} samples per spot)")
+    st.tl.predict(
+        sdata,
+        model,
+        sections=[held_out],
+        n_samples=n_samples,
+        n_steps=n_steps,
+        seed=seed,
+        return_samples=True,
+        levels=(0.5, 0.9),
+    )
+    clock(
+        f"HINGE predicted {held_out} ({n_samples} samples per spot; intervals calibrated on "
+        f"{model.calibration.n if model.calibration is not None else 0} validation spots)"
+    )
+    # one sample as a prediction of its own: the gene-gene structure of a draw, not of the average of draws
+    sample_table = sdata.tables[K.PRED_KEY].copy()
+    sample_table.X = np.asarray(sample_table.obsm[f"{K.PRED_KEY}{K.SAMPLES_SUFFIX}"][:, 0, :])
+    sample_table.uns["sthinge_sample"] = sample_table.uns[K.PRED_KEY]
+    sdata.tables["sthinge_sample"] = sample_table
 
     ridge = st.tl.fit_baseline(sdata, method="ridge", embedding_key=emb_key, train_sections=train, seed=seed)
-    st.tl.predict_baseline(sdata, ridge, sections=[held_out], key_added="ridge")
+    st.tl.predict_baseline(sdata, ridge, sections=[held_out], key_added="ridge", levels=(0.5, 0.9))
     clock("ridge baseline fitted and predicted")
 
     rows = []
@@ -325,8 +401,29 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
             res = res.assign(method=name, rank_by=rank_by)
             rows.append(res)
     metrics = pd.concat(rows).reset_index().rename(columns={"index": "section"})
-    keep = [c for c in ("method", "rank_by", "section", "pcc50", "pcc50_n_genes", "pcc200", "pcc200_n_genes",
-                        "pcc", "pcc_n_genes", "mse", "mae", "ssim", "unc_spearman", "coverage90") if c in metrics]
+    keep = [
+        c
+        for c in (
+            "method",
+            "rank_by",
+            "section",
+            "pcc50",
+            "pcc50_n_genes",
+            "pcc200",
+            "pcc200_n_genes",
+            "pcc",
+            "pcc_n_genes",
+            "mse",
+            "mae",
+            "ssim",
+            "coverage50",
+            "coverage90",
+            "width90",
+            "crps",
+            "unc_spearman",
+        )
+        if c in metrics
+    ]
     metrics = metrics[keep]
     clock("evaluated")
 
@@ -341,9 +438,21 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
         truth_x, _ = _expression(table, model.layer, model.genes, held_rows, check_raw=False)
         genes = [model.genes[i] for i in np.argsort(-truth_x.var(0))[:3]]  # the most variable genes
         figs["spatial.png"] = st.pl.spatial(sdata, genes, section=held_out, return_fig=True)
-        figs["spatial_ridge.png"] = st.pl.spatial(sdata, genes, keys=("truth", "ridge"), section=held_out,
-                                                  return_fig=True)
+        figs["spatial_ridge.png"] = st.pl.spatial(
+            sdata, genes, keys=("truth", "ridge"), section=held_out, return_fig=True
+        )
         figs["coexpression.png"] = st.pl.coexpression(sdata, section=held_out, return_fig=True)
+        figs["coexpression_sample.png"] = st.pl.coexpression(
+            sdata, pred_key="sthinge_sample", section=held_out, return_fig=True
+        )
+        figs["calibration.png"] = st.pl.calibration(
+            {
+                name: metrics[(metrics["method"] == name) & (metrics["rank_by"] == "variance")]
+                for name in ("HINGE", "ridge")
+            },
+            levels=(0.5, 0.9),
+            return_fig=True,
+        )
         figs["history.png"] = st.pl.history(model, val_metric="mse", return_fig=True)  # tl.fit's default above
         import matplotlib.pyplot as plt
 
@@ -370,6 +479,10 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
         clock_lines = "\n".join(f"| {what} | {sec:.1f} |" for what, sec in clock.steps)
         hinge50 = float(main.loc["HINGE", "pcc50"])
         ridge50 = float(main.loc["ridge", "pcc50"])
+        co = {
+            key: st.tl.coexpression(sdata, pred_key=key, section=held_out).similarity
+            for key in (K.PRED_KEY, "sthinge_sample", "ridge")
+        }
         (tmp / "metrics.md").write_text(_markdown_table(metrics.set_index("method")) + "\n")
         (tmp / "summary.md").write_text(
             f"# sthinge demo\n\nData: {'synthetic' if synthetic else 'Her2ST patient C'}; held-out section "
@@ -377,8 +490,18 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
             f"`{backbone}`.\n\n"
             f"**PCC-50 on {held_out}: HINGE {hinge50:.3f}, ridge {ridge50:.3f}** (genes ranked by variance of the "
             "truth; `metrics.md` also lists the top-50-by-PCC variant).\n\n"
+            f"**Coverage of the 90 % intervals on {held_out}: HINGE {main.loc['HINGE', 'coverage90']:.3f}, ridge "
+            f"{main.loc['ridge', 'coverage90']:.3f}; of the 50 % intervals: HINGE "
+            f"{main.loc['HINGE', 'coverage50']:.3f}, ridge {main.loc['ridge', 'coverage50']:.3f}** (the share of "
+            "measured values inside; split-conformal intervals, calibrated on spots training did not use; "
+            "`calibration.png`). CRPS (lower is better): HINGE "
+            f"{main.loc['HINGE', 'crps']:.3f}, ridge {main.loc['ridge', 'crps']:.3f}.\n\n"
+            f"Co-expression similarity to the truth: HINGE mean {co[K.PRED_KEY]:.3f}, one HINGE sample "
+            f"{co['sthinge_sample']:.3f}, ridge {co['ridge']:.3f} (`coexpression.png`, "
+            "`coexpression_sample.png`).\n\n"
             f"## Metrics\n\n{_markdown_table(main)}\n\n## Time\n\n| step | seconds |\n|---|---|\n{clock_lines}\n\n"
-            "Figures: `spatial.png`, `spatial_ridge.png`, `coexpression.png`, `history.png`; predictions: "
+            "Figures: `spatial.png`, `spatial_ridge.png`, `coexpression.png`, `coexpression_sample.png`, "
+            "`calibration.png`, `history.png`; predictions: "
             "`predictions.zarr`.\n"
             f"{_pcc_note(metrics, n_genes, held_out)}"
             "\n## Use the predictions\n\n`predictions.zarr` holds the held-out spots, their measured expression "
@@ -386,10 +509,10 @@ def run_demo(*, say: Callable[[str], None] = logg.info, _names: dict[str, str] |
             "`layers['sthinge_std']`, over HINGE's samples, and `layers['ridge_std']`, one value per gene: the root "
             "mean square of ridge's out-of-fold residuals on the training sections) and the section's H&E (at most "
             "4000 pixels a side):\n\n```python\nimport spatialdata as sd\n"
-            f"import sthinge as st\n\nsdata = sd.read_zarr(\"predictions.zarr\")\nst.pl.spatial(sdata, "
-            f"\"{genes[0]}\")  # measured, predicted mean and SD over the H&E\nst.tl.evaluate(sdata)\n"
+            f'import sthinge as st\n\nsdata = sd.read_zarr("predictions.zarr")\nst.pl.spatial(sdata, '
+            f'"{genes[0]}")  # measured, predicted mean and SD over the H&E\nst.tl.evaluate(sdata)\n'
             f"# squidpy: the tables hold no image, so draw the spots alone\n# sq.pl.spatial_scatter(sdata."
-            f"tables[\"sthinge\"], color=\"{genes[0]}\", shape=None)\n```\n"
+            f'tables["sthinge"], color="{genes[0]}", shape=None)\n```\n'
         )
     total = time.perf_counter() - clock.start
     say(f"report written to {out} in {total:.1f} s: PCC-50 on {held_out}: HINGE {hinge50:.3f}, ridge {ridge50:.3f}")

@@ -90,8 +90,11 @@ Returns
 The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.""",
 }
 _PARAMS["table_params"] = _PARAMS["section_key"] + "\n" + _PARAMS["source_table_key"]
-_PARAMS["inplace_prediction"] = _PARAMS["inplace"] + """
+_PARAMS["inplace_prediction"] = (
+    _PARAMS["inplace"]
+    + """
     The new object is the prediction table, for SpatialData and AnnData input alike."""
+)
 
 _MARKER = re.compile(r"(?P<indent>[ \t]*)%\((?P<name>\w+)\)s[ \t]*")
 
@@ -110,7 +113,7 @@ def _fill(doc: str) -> str:
         lines.extend(match["indent"] + text if text else text for text in _PARAMS[name].split("\n"))
     filled = "\n".join(lines)
     if "%(" in filled:
-        raise ValueError(f"A docstring marker is not alone on its line: {filled[filled.index('%('):][:60]!r}.")
+        raise ValueError(f"A docstring marker is not alone on its line: {filled[filled.index('%(') :][:60]!r}.")
     return filled
 
 

@@ -41,21 +41,27 @@ def check_accelerator(accelerator, devices) -> None:
     if isinstance(accelerator, str):
         kind = accelerator.lower()
         if kind in ("cuda", "gpu") and count == 0 and not (kind == "gpu" and _mps_available()):
-            raise ValueError(f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
-                             " (pass `accelerator='cpu'` or 'auto').")
+            raise ValueError(
+                f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
+                " (pass `accelerator='cpu'` or 'auto')."
+            )
         if kind == "mps" and not _mps_available():
-            raise ValueError(f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
-                             " (pass `accelerator='cpu'` or 'auto').")
+            raise ValueError(
+                f"`accelerator` {accelerator!r} is not available on this machine: {_available_devices()}"
+                " (pass `accelerator='cpu'` or 'auto')."
+            )
         if kind in ("cuda", "gpu") and count:
             wanted = None
             if isinstance(devices, numbers.Integral) and not isinstance(devices, bool) and devices > 0:
                 wanted = int(devices)
-            elif isinstance(devices, list | tuple) and devices and all(isinstance(d, numbers.Integral)
-                                                                       for d in devices):
+            elif (
+                isinstance(devices, list | tuple) and devices and all(isinstance(d, numbers.Integral) for d in devices)
+            ):
                 wanted = max(int(d) for d in devices) + 1
             if wanted is not None and wanted > count:
-                raise ValueError(f"`devices` {devices!r} asks for more GPUs than this machine has: "
-                                 f"{_available_devices()}.")
+                raise ValueError(
+                    f"`devices` {devices!r} asks for more GPUs than this machine has: {_available_devices()}."
+                )
 
 
 class SthingeSettings:

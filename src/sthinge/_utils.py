@@ -67,8 +67,9 @@ def _check_int(name: str, value: Any, *, low: int | None = None, high: int | Non
     return value
 
 
-def _check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False) -> float:
+def _check_float(
+    name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> float:
     """Check that ``value`` is a finite real number in range; raise naming ``name``."""
     import math
     import numbers
@@ -129,8 +130,9 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")  # pragma: no cover
 
 
-def _check_output_path(name: str, path: str | os.PathLike, *, overwrite: Any, kind: str = "file",
-                       flag: str = "overwrite=True") -> Path:
+def _check_output_path(
+    name: str, path: str | os.PathLike, *, overwrite: Any, kind: str = "file", flag: str = "overwrite=True"
+) -> Path:
     """Check an output ``path`` before any work, by the one rule of every writer.
 
     - ``kind="file"``: an existing file is replaced only with ``overwrite``; an existing folder never is.
@@ -152,11 +154,15 @@ def _check_output_path(name: str, path: str | os.PathLike, *, overwrite: Any, ki
             raise FileExistsError(f"`{name}` {str(path)!r} already exists; pass `{flag}` to replace it.")
     elif kind == "folder":
         if path.exists() and not path.is_dir():
-            raise FileExistsError(f"`{name}` {str(path)!r} is an existing file, not a folder; it is never replaced "
-                                  "by a folder. Choose another path.")
+            raise FileExistsError(
+                f"`{name}` {str(path)!r} is an existing file, not a folder; it is never replaced "
+                "by a folder. Choose another path."
+            )
         if path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise FileExistsError(f"`{name}` {str(path)!r} is a folder that is not empty; pass `{flag}` to replace "
-                                  "its contents, or choose another path.")
+            raise FileExistsError(
+                f"`{name}` {str(path)!r} is a folder that is not empty; pass `{flag}` to replace "
+                "its contents, or choose another path."
+            )
     else:  # pragma: no cover - programming error
         raise ValueError(kind)
     parent = _nearest_existing(path.parent if path.parent != path else path)
@@ -165,8 +171,9 @@ def _check_output_path(name: str, path: str | os.PathLike, *, overwrite: Any, ki
     try:
         _probe_write(parent)
     except OSError as err:
-        raise PermissionError(f"`{name}` {str(path)!r} cannot be written: folder {str(parent)!r} is not writable "
-                              f"({err.strerror or err}).") from None
+        raise PermissionError(
+            f"`{name}` {str(path)!r} cannot be written: folder {str(parent)!r} is not writable ({err.strerror or err})."
+        ) from None
     return path
 
 
@@ -221,8 +228,9 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as err:  # name the destination, not the hidden temporary folder beside it
         if isinstance(err, FileExistsError | NotADirectoryError):
             raise NotADirectoryError(f"Cannot write {str(path)!r}: {err.filename!r} is a file, not a folder.") from None
-        raise PermissionError(f"Cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable "
-                              f"({err.strerror or err}).") from None
+        raise PermissionError(
+            f"Cannot write {str(path)!r}: folder {str(path.parent)!r} is not writable ({err.strerror or err})."
+        ) from None
     target = tmp / path.name
     try:
         yield target

@@ -24,8 +24,16 @@ import sthinge as st
 from sthinge import _constants as K
 
 EMB = "X_test"
-FIT = dict(backbone="tiny", embedding_key=EMB, batch_size=8, lr=1e-3, min_epochs=0, curriculum_epochs=1,
-           val_metric="loss", seed=0)
+FIT = dict(
+    backbone="tiny",
+    embedding_key=EMB,
+    batch_size=8,
+    lr=1e-3,
+    min_epochs=0,
+    curriculum_epochs=1,
+    val_metric="loss",
+    seed=0,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,22 +69,33 @@ def snapshot(obj: Any) -> Any:
     if isinstance(obj, AnnData):
         return {"anndata": _snapshot_anndata(obj)}
     if isinstance(obj, SpatialData):
-        return {"spatialdata": {
-            "tables": {k: _snapshot_anndata(v) for k, v in obj.tables.items()},
-            "images": sorted(obj.images.keys()),
-            "shapes": {k: pd.DataFrame(v.copy()) for k, v in obj.shapes.items()},
-            "points": sorted(obj.points.keys()),
-            "labels": sorted(obj.labels.keys()),
-        }}
+        return {
+            "spatialdata": {
+                "tables": {k: _snapshot_anndata(v) for k, v in obj.tables.items()},
+                "images": sorted(obj.images.keys()),
+                "shapes": {k: pd.DataFrame(v.copy()) for k, v in obj.shapes.items()},
+                "points": sorted(obj.points.keys()),
+                "labels": sorted(obj.labels.keys()),
+            }
+        }
     if isinstance(obj, Path):
         if obj.is_dir():
-            return {"dir": {str(p.relative_to(obj)): (p.read_bytes() if p.is_file() else None)
-                            for p in sorted(obj.rglob("*"))}}
+            return {
+                "dir": {
+                    str(p.relative_to(obj)): (p.read_bytes() if p.is_file() else None) for p in sorted(obj.rglob("*"))
+                }
+            }
         return {"file": obj.read_bytes() if obj.exists() else None}
     if isinstance(obj, HingeModel):
-        return {"model": {"state": snapshot(obj.module), "genes": list(obj.genes),
-                          "history": copy.deepcopy(obj.history), "cond_mean": obj.cond_mean.copy(),
-                          "cond_std": obj.cond_std.copy()}}
+        return {
+            "model": {
+                "state": snapshot(obj.module),
+                "genes": list(obj.genes),
+                "history": copy.deepcopy(obj.history),
+                "cond_mean": obj.cond_mean.copy(),
+                "cond_std": obj.cond_std.copy(),
+            }
+        }
     if isinstance(obj, torch.nn.Module):
         return {"module": {k: v.detach().clone() for k, v in obj.state_dict().items()}}
     if isinstance(obj, pd.DataFrame):
@@ -154,8 +173,11 @@ def _prepared(seed: int = 0):
 def _fresh(sdata):
     from spatialdata import SpatialData
 
-    return SpatialData(images=dict(sdata.images), shapes={k: v.copy() for k, v in sdata.shapes.items()},
-                       tables={k: v.copy() for k, v in sdata.tables.items()})
+    return SpatialData(
+        images=dict(sdata.images),
+        shapes={k: v.copy() for k, v in sdata.shapes.items()},
+        tables={k: v.copy() for k, v in sdata.tables.items()},
+    )
 
 
 def _visium(image: np.ndarray, spots: np.ndarray):
@@ -164,8 +186,9 @@ def _visium(image: np.ndarray, spots: np.ndarray):
 
     adata = ad.AnnData(np.ones((len(spots), 2), dtype=np.float32))
     adata.obsm["spatial"] = np.asarray(spots, dtype=float)
-    adata.uns["spatial"] = {"lib": {"images": {"hires": image},
-                                    "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 20.0}}}
+    adata.uns["spatial"] = {
+        "lib": {"images": {"hires": image}, "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 20.0}}
+    }
     return adata
 
 
@@ -193,7 +216,6 @@ class Env:
         if image is None:
             image = np.full((64, 64, 3), 200, dtype=np.uint8)
         return _visium(image, np.asarray(spots))
-
 
 
 class Registry:

@@ -40,7 +40,6 @@ def test_snapshot_sees_changes(sdata):
         before = snapshot(sdata)
 
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # pp.normalize
 # ---------------------------------------------------------------------------------------------------------------
@@ -335,8 +334,11 @@ def fit_missing_embedding_key(env):
     return env.sdata, _fit(env.sdata, embedding_key="X_uni")
 
 
-@case(KeyError, r"`genes_key` 'sthinge_genes'\) has genes outside the 27855-gene vocabulary of the backbone \(1 "
-               r"gene\(s\) not in the 27855-gene CellFM vocabulary: \['NOTAGENE'\]\); run `pp.select_genes")
+@case(
+    KeyError,
+    r"`genes_key` 'sthinge_genes'\) has genes outside the 27855-gene vocabulary of the backbone \(1 "
+    r"gene\(s\) not in the 27855-gene CellFM vocabulary: \['NOTAGENE'\]\); run `pp.select_genes",
+)
 def fit_panel_outside_backbone_vocabulary(env):
     a = env.adata
     a.var_names = ["NOTAGENE", *a.var_names[1:]]
@@ -700,10 +702,14 @@ def test_normalize_accepts_any_count_container(env, form):
     st.pp.normalize(reference)
     a = env.raw()
     dense = _dense(a.X)
-    a.X = {"int64": lambda: dense.astype(np.int64), "float32": lambda: dense.astype(np.float32),
-           "float64": lambda: dense.astype(np.float64), "csr_int": lambda: sp.csr_matrix(dense.astype(np.int32)),
-           "csr_float": lambda: sp.csr_matrix(dense.astype(np.float32)),
-           "csc_float": lambda: sp.csc_matrix(dense.astype(np.float32))}[form]()
+    a.X = {
+        "int64": lambda: dense.astype(np.int64),
+        "float32": lambda: dense.astype(np.float32),
+        "float64": lambda: dense.astype(np.float64),
+        "csr_int": lambda: sp.csr_matrix(dense.astype(np.int32)),
+        "csr_float": lambda: sp.csr_matrix(dense.astype(np.float32)),
+        "csc_float": lambda: sp.csc_matrix(dense.astype(np.float32)),
+    }[form]()
     st.pp.normalize(a)
     out = a.layers["sthinge_log1p"]
     assert sp.issparse(out) == form.startswith("cs")
@@ -747,4 +753,3 @@ def test_embed_accepts_uint8_and_float_images(env):
     st.pp.embed_histology(a)
     st.pp.embed_histology(b)
     np.testing.assert_array_equal(a.obsm["X_he-stats"], b.obsm["X_he-stats"])
-

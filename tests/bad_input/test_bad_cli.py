@@ -29,9 +29,14 @@ def _work_started(*args, **kwargs):
 @pytest.fixture
 def no_work(monkeypatch, tmp_path):
     """Every step of the demo that reads data, downloads or trains fails the test; the cwd is a fresh folder."""
-    for module, name in ((sthinge.datasets, "synthetic"), (sthinge.datasets, "her2st"), (sthinge.tl, "fit"),
-                         (sthinge.datasets._her2st, "_download"), (sthinge.tl._backbone, "default_backbone"),
-                         (sthinge.tl._pretrain, "pretrain_backbone")):
+    for module, name in (
+        (sthinge.datasets, "synthetic"),
+        (sthinge.datasets, "her2st"),
+        (sthinge.tl, "fit"),
+        (sthinge.datasets._her2st, "_download"),
+        (sthinge.tl._backbone, "default_backbone"),
+        (sthinge.tl._pretrain, "pretrain_backbone"),
+    ):
         monkeypatch.setattr(module, name, _work_started)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -67,25 +72,37 @@ CASES = {
     "seed_negative": lambda t: (["--synthetic", "--seed", "-1", "--out", _report(t)], None, "--seed"),
     "seed_above_uint32": lambda t: (["--synthetic", "--seed", str(2**32), "--out", _report(t)], None, "--seed"),
     "held_out_unknown": lambda t: (["--synthetic", "--held-out", "Z9", "--out", _report(t)], None, "--held-out"),
-    "held_out_real_section_with_synthetic": lambda t: (["--synthetic", "--held-out", "C2", "--out", _report(t)],
-                                                       None, "--held-out"),
-    "held_out_synthetic_section_on_her2st": lambda t: (["--held-out", "S1", "--out", _report(t)], None,
-                                                       "--held-out"),
+    "held_out_real_section_with_synthetic": lambda t: (
+        ["--synthetic", "--held-out", "C2", "--out", _report(t)],
+        None,
+        "--held-out",
+    ),
+    "held_out_synthetic_section_on_her2st": lambda t: (["--held-out", "S1", "--out", _report(t)], None, "--held-out"),
     "data_missing_folder": lambda t: (["--data", str(t / "missing"), "--out", _report(t)], None, "--data"),
     "data_is_a_file": lambda t: (["--data", str(_file(t)), "--out", _report(t)], t / "notes.txt", "--data"),
-    "data_without_her2st_files": lambda t: (["--data", str(_folder(t)), "--out", _report(t)], t / "results",
-                                            "--data"),
-    "data_with_synthetic": lambda t: (["--synthetic", "--data", str(_folder(t)), "--out", _report(t)],
-                                      t / "results", "--data"),
+    "data_without_her2st_files": lambda t: (["--data", str(_folder(t)), "--out", _report(t)], t / "results", "--data"),
+    "data_with_synthetic": lambda t: (
+        ["--synthetic", "--data", str(_folder(t)), "--out", _report(t)],
+        t / "results",
+        "--data",
+    ),
     "out_existing_file": lambda t: (["--synthetic", "--out", str(_file(t))], t / "notes.txt", "--out"),
-    "out_existing_file_overwrite": lambda t: (["--synthetic", "--out", str(_file(t)), "--overwrite"],
-                                              t / "notes.txt", "--out"),
+    "out_existing_file_overwrite": lambda t: (
+        ["--synthetic", "--out", str(_file(t)), "--overwrite"],
+        t / "notes.txt",
+        "--out",
+    ),
     "out_non_empty_folder": lambda t: (["--synthetic", "--out", str(_folder(t))], t / "results", "--out"),
-    "out_non_empty_folder_names_overwrite": lambda t: (["--synthetic", "--out", str(_folder(t))], t / "results",
-                                                       "--overwrite"),
+    "out_non_empty_folder_names_overwrite": lambda t: (
+        ["--synthetic", "--out", str(_folder(t))],
+        t / "results",
+        "--overwrite",
+    ),
     "out_overwrite_folder_with_other_files": lambda t: (
         ["--synthetic", "--out", str(_folder(t, files=("summary.md", "thesis.tex"))), "--overwrite"],
-        t / "results", "--out"),
+        t / "results",
+        "--out",
+    ),
     "out_under_a_file": lambda t: (["--synthetic", "--out", str(_file(t) / "report")], t / "notes.txt", "--out"),
 }
 

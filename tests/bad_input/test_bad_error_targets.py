@@ -46,22 +46,31 @@ def _unwritable() -> Path:
 # ---------------------------------------------------------------------------------------------------------------
 # 1. non-finite coordinates are reported as such, naming where they are
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"1 spot\(s\) of section 'all' have NaN or infinite coordinates in `obsm\['spatial'\]`, e\.g\. "
-                  r"\['1'\]")
+@case(
+    ValueError,
+    r"1 spot\(s\) of section 'all' have NaN or infinite coordinates in `obsm\['spatial'\]`, e\.g\. "
+    r"\['1'\]",
+)
 def embed_nan_spot_coordinate(env):
     a = env.visium(spots=[(20.0, 20.0), (np.nan, 30.0)])
     return a, lambda: st.pp.embed_histology(a)
 
 
-@case(ValueError, r"2 spot\(s\) of section 'all' have NaN or infinite coordinates in `obsm\['spatial'\]`, e\.g\. "
-                  r"\['0', '2'\]")
+@case(
+    ValueError,
+    r"2 spot\(s\) of section 'all' have NaN or infinite coordinates in `obsm\['spatial'\]`, e\.g\. "
+    r"\['0', '2'\]",
+)
 def embed_infinite_spot_coordinates(env):
     a = env.visium(spots=[(20.0, np.inf), (40.0, 30.0), (-np.inf, 10.0)])
     return a, lambda: st.pp.embed_histology(a)
 
 
-@case(ValueError, r"1 spot\(s\) of section 'S1' have NaN or infinite coordinates in the shapes element 'S1_spots', "
-                  r"e\.g\. \['S1_2x0'\]")
+@case(
+    ValueError,
+    r"1 spot\(s\) of section 'S1' have NaN or infinite coordinates in the shapes element 'S1_spots', "
+    r"e\.g\. \['S1_2x0'\]",
+)
 def embed_nan_shape_centre(env):
     from shapely.geometry import Point
 
@@ -79,8 +88,11 @@ def spatial_plot_nan_coordinate(env):
     return sdata, lambda: st.pl.spatial(sdata, env.model.genes[0])
 
 
-@case(ValueError, r"`obsm\['spatial'\]` holds NaN or infinite coordinates for 1 predicted spot\(s\); the SSIM needs "
-                  r"the spot positions")
+@case(
+    ValueError,
+    r"`obsm\['spatial'\]` holds NaN or infinite coordinates for 1 predicted spot\(s\); the SSIM needs "
+    r"the spot positions",
+)
 def evaluate_ssim_nan_coordinate(env):
     model = st.tl.fit_baseline(env.sdata, embedding_key="X_test", train_sections=["S1"])
     a = env.adata
@@ -93,14 +105,20 @@ def evaluate_ssim_nan_coordinate(env):
 # ---------------------------------------------------------------------------------------------------------------
 # 2. a grid coarser than the image or the tissue says so (with the image size in µm), not "no tissue"
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"`spacing_um`=1e\+06 is larger than the image 'S1_image', [\d.]+ x [\d.]+ µm \(width x height at "
-                  r"`mpp`=[\d.]+\): no grid point fits")
+@case(
+    ValueError,
+    r"`spacing_um`=1e\+06 is larger than the image 'S1_image', [\d.]+ x [\d.]+ µm \(width x height at "
+    r"`mpp`=[\d.]+\): no grid point fits",
+)
 def grid_spacing_larger_than_image(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", spacing_um=1e6)
 
 
-@case(ValueError, r"`spacing_um`=700 is too large for the tissue of 'S1_image' \(about [\d.]+ mm² in all; image "
-                  r"[\d.]+ x [\d.]+ µm")
+@case(
+    ValueError,
+    r"`spacing_um`=700 is too large for the tissue of 'S1_image' \(about [\d.]+ mm² in all; image "
+    r"[\d.]+ x [\d.]+ µm",
+)
 def grid_spacing_larger_than_tissue(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", spacing_um=700.0)
 
@@ -118,8 +136,11 @@ def grid_default_spot_diameter_larger_than_image(env):
 # ---------------------------------------------------------------------------------------------------------------
 # 3. where make_grid writes: a name of another element, or an existing grid without `overwrite=True`
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"`key_added` 'table' is the name of the existing table element 'table': SpatialData element "
-                  r"names are unique")
+@case(
+    ValueError,
+    r"`key_added` 'table' is the name of the existing table element 'table': SpatialData element "
+    r"names are unique",
+)
 def grid_key_added_names_a_table(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="table")
 
@@ -129,8 +150,11 @@ def grid_table_key_added_names_an_image(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", table_key_added="S2_image")
 
 
-@case(TypeError, r"make_grid\(\) no longer takes `table_key`: it named the table written, which is now "
-                 r"`table_key_added=`")
+@case(
+    TypeError,
+    r"make_grid\(\) no longer takes `table_key`: it named the table written, which is now "
+    r"`table_key_added=`",
+)
 def grid_old_table_key(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", table_key="S1_grid_table")
 
@@ -146,12 +170,14 @@ def grid_existing_shapes_without_overwrite(env):
     return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", spacing_um=150.0)
 
 
-@case(ValueError, r"`table_key_added` 'S1_grid_table': the table 'S1_grid_table' already exists; pass "
-                  r"`overwrite=True`")
+@case(
+    ValueError,
+    r"`table_key_added` 'S1_grid_table': the table 'S1_grid_table' already exists; pass "
+    r"`overwrite=True`",
+)
 def grid_existing_table_without_overwrite(env):
     st.pp.make_grid(env.sdata, "S1_image", spacing_um=200.0)
-    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="g2",
-                                              table_key_added="S1_grid_table")
+    return env.sdata, lambda: st.pp.make_grid(env.sdata, "S1_image", key_added="g2", table_key_added="S1_grid_table")
 
 
 @case(ValueError, r"`key_added` 'S1_spots' names shapes that table 'table' annotates; replacing them would detach")
@@ -220,15 +246,17 @@ def fit_unavailable_accelerator(env):
 def pretrain_unavailable_accelerator(env):
     if torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
-    return env.sdata, lambda: st.tl.pretrain_backbone(env.sdata, max_epochs=1, accelerator="mps",
-                                                      save=env.tmp / "b.pt")
+    return env.sdata, lambda: st.tl.pretrain_backbone(env.sdata, max_epochs=1, accelerator="mps", save=env.tmp / "b.pt")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # 5. an unwritable destination names the destination, before the work
 # ---------------------------------------------------------------------------------------------------------------
-@case(PermissionError, r"`save` '/sys/sthinge-bad-input/sub/fig\.png' cannot be written: folder '/sys' is not "
-                       r"writable")
+@case(
+    PermissionError,
+    r"`save` '/sys/sthinge-bad-input/sub/fig\.png' cannot be written: folder '/sys' is not "
+    r"writable",
+)
 def spatial_plot_unwritable_save(env):
     sdata = _predicted(env)
     target = _unwritable() / "fig.png"
@@ -252,8 +280,11 @@ def test_atomic_writers_name_the_destination():
     from sthinge.io import atomic_write
 
     folder = _unwritable()
-    with pytest.raises(PermissionError, match=r"Cannot write '/sys/sthinge-bad-input/sub/model': folder "
-                                              r"'/sys/sthinge-bad-input/sub' is not writable") as info:
+    with pytest.raises(
+        PermissionError,
+        match=r"Cannot write '/sys/sthinge-bad-input/sub/model': folder "
+        r"'/sys/sthinge-bad-input/sub' is not writable",
+    ) as info:
         with _atomic_path(folder / "model"):
             raise AssertionError("the body must not run")  # pragma: no cover
     assert ".tmp" not in str(info.value)
@@ -282,8 +313,12 @@ def test_unwritable_cache_fails_before_pretraining(env, monkeypatch):
     monkeypatch.setattr(st.settings, "_cachedir", _unwritable())
     monkeypatch.setattr(C, "_build_corpus", _never)  # the data and training
     monkeypatch.setattr(P, "pretrain_her2st", _never)
-    run_case(env, lambda e: (e.sdata, lambda: st.tl.pretrain_backbone(e.sdata, max_epochs=1)),
-             PermissionError, _CACHE_BACKBONES)
+    run_case(
+        env,
+        lambda e: (e.sdata, lambda: st.tl.pretrain_backbone(e.sdata, max_epochs=1)),
+        PermissionError,
+        _CACHE_BACKBONES,
+    )
     run_case(env, lambda e: (e.tmp, lambda: P.default_backbone()), PermissionError, _CACHE_BACKBONES)
 
 

@@ -45,8 +45,13 @@ def _set_image(sdata, key: str, array: np.ndarray, *, scale_factors=None, level0
     from spatialdata.transformations import get_transformation
 
     transformations = get_transformation(sdata.images[key], get_all=True)
-    element = Image2DModel.parse(array, dims=("c", "y", "x"), c_coords=["r", "g", "b"],
-                                 scale_factors=scale_factors, transformations=dict(transformations))
+    element = Image2DModel.parse(
+        array,
+        dims=("c", "y", "x"),
+        c_coords=["r", "g", "b"],
+        scale_factors=scale_factors,
+        transformations=dict(transformations),
+    )
     if level0 is not None:
         element["scale0"]["image"].data = da.from_array(level0, chunks=(3, 256, 256))
     sdata.images[key] = element
@@ -61,8 +66,11 @@ def _spot_pixel(sdata, section: str = "S1") -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------------------
 # refused: the value range decided on the (coarsest level of the) image
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"image_key.*'lib/hires' \(float32\) holds values 0\.\.508: floats are read as \[0, 1\] or 0\.\.255"
-                  r".*`image / 65535`")
+@case(
+    ValueError,
+    r"image_key.*'lib/hires' \(float32\) holds values 0\.\.508: floats are read as \[0, 1\] or 0\.\.255"
+    r".*`image / 65535`",
+)
 def embed_float_image_over_255(env):
     a = env.visium(image=_image().astype(np.float32) * 2)
     return a, lambda: st.pp.embed_histology(a)
@@ -101,8 +109,11 @@ def embed_negative_int16_pixels(env):
     return a, lambda: st.pp.embed_histology(a)
 
 
-@case(ValueError, r"image_key.*'lib/hires' \(int32\) holds values 0\.\.1000: integer images other than uint16 must "
-                  r"hold 8-bit values")
+@case(
+    ValueError,
+    r"image_key.*'lib/hires' \(int32\) holds values 0\.\.1000: integer images other than uint16 must "
+    r"hold 8-bit values",
+)
 def embed_int32_beyond_8_bit(env):
     img = _image().astype(np.int32)
     img[1, 2, 0] = 1000
@@ -110,8 +121,11 @@ def embed_int32_beyond_8_bit(env):
     return a, lambda: st.pp.embed_histology(a)
 
 
-@case(ValueError, r"image_key.*'S2_image' \(float32\) holds values .*\.\.300 on its coarsest pyramid level "
-                  r"\(\d+ x \d+ px\)")
+@case(
+    ValueError,
+    r"image_key.*'S2_image' \(float32\) holds values .*\.\.300 on its coarsest pyramid level "
+    r"\(\d+ x \d+ px\)",
+)
 def embed_float_pyramid_over_255(env):
     img = _pixels(env.sdata, "S2_image").astype(np.float32)
     img[:, :20, :20] = 300.0
@@ -132,8 +146,11 @@ def embed_nan_only_in_level0_tile(env):
     return env.sdata, lambda: st.pp.embed_histology(env.sdata)
 
 
-@case(ValueError, r"image_key.*'S1_image' \(uint16\) holds values up to 4000 in a tile of section 'S1' \(pyramid "
-                  r"level 0\), beyond the range '0-255 \(uint16, 8-bit values\)' decided on its coarsest")
+@case(
+    ValueError,
+    r"image_key.*'S1_image' \(uint16\) holds values up to 4000 in a tile of section 'S1' \(pyramid "
+    r"level 0\), beyond the range '0-255 \(uint16, 8-bit values\)' decided on its coarsest",
+)
 def embed_uint16_level0_beyond_coarse_range(env):
     img = _pixels(env.sdata, "S1_image").astype(np.uint16)
     level0 = img.copy()
@@ -185,8 +202,12 @@ def test_value_range_refused_before_any_work(env, monkeypatch):
 
     monkeypatch.setattr(_embed, "_build_encoders", no_work)
     monkeypatch.setattr(_tiles, "iter_crops", no_work)
-    for make in (embed_float_image_over_255, embed_nan_pixels, embed_negative_int16_pixels,
-                 embed_float_pyramid_over_255):
+    for make in (
+        embed_float_image_over_255,
+        embed_nan_pixels,
+        embed_negative_int16_pixels,
+        embed_float_pyramid_over_255,
+    ):
         obj, call = make(env)
         with pytest.raises(ValueError, match="image_key"):
             call()
@@ -214,10 +235,16 @@ def _image_messages(caplog, name: str) -> list[str]:
 FORMS = {  # form: (uint8 image -> this form, value_range label, what the INFO message says; None: no message)
     "float32 0-255": (lambda u: u.astype(np.float32), "0-255 (float)", "read as 0..255 grey levels, not as [0, 1]"),
     "float64 0-255": (lambda u: u.astype(np.float64), "0-255 (float)", "read as 0..255 grey levels, not as [0, 1]"),
-    "uint16 8-bit": (lambda u: u.astype(np.uint16), "0-255 (uint16, 8-bit values)",
-                     "uint16 with values 0..254 (max <= 255), read as 8-bit grey levels"),
-    "uint16 16-bit": (lambda u: u.astype(np.uint16) * 257, "0-65535 (uint16)",
-                      "read as 16-bit: 0..65535 scaled to 0..255"),
+    "uint16 8-bit": (
+        lambda u: u.astype(np.uint16),
+        "0-255 (uint16, 8-bit values)",
+        "uint16 with values 0..254 (max <= 255), read as 8-bit grey levels",
+    ),
+    "uint16 16-bit": (
+        lambda u: u.astype(np.uint16) * 257,
+        "0-65535 (uint16)",
+        "read as 16-bit: 0..65535 scaled to 0..255",
+    ),
     "int64 8-bit": (lambda u: u.astype(np.int64), "0-255 (int64)", "read as 8-bit grey levels"),
     "float32 0-1": (lambda u: u.astype(np.float32) / 255, "0-1 (float)", None),
 }

@@ -205,8 +205,11 @@ def load_inf_in_first_weight(env):
 # ---------------------------------------------------------------------------------------------------------------
 # HingeModel.load: version and format
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"model\.pt' was written by sthinge 9\.0\.0 \(model format 2\), a newer format than this sthinge "
-                  r"\S+ reads \(format 1\); upgrade sthinge")
+@case(
+    ValueError,
+    r"model\.pt' was written by sthinge 9\.0\.0 \(model format 2\), a newer format than this sthinge "
+    r"\S+ reads \(format 1\); upgrade sthinge",
+)
 def load_future_format(env):
     folder = _edited(env, format=2, version="9.0.0")
     return folder, _load(folder)
@@ -263,8 +266,11 @@ def load_symbols_longer_than_gene_ids(env):
     return folder, _load(folder)
 
 
-@case(ValueError, r"model\.pt': field 'symbols' does not match the gene ids 'gg': 2 gene\(s\) differ, e\.g\. gene "
-                  r"'[^']+' \(symbol '[^']+'\) has CellFM id \d+ but id \d+ in the file")
+@case(
+    ValueError,
+    r"model\.pt': field 'symbols' does not match the gene ids 'gg': 2 gene\(s\) differ, e\.g\. gene "
+    r"'[^']+' \(symbol '[^']+'\) has CellFM id \d+ but id \d+ in the file",
+)
 def load_symbols_swapped(env):
     symbols = list(env.model.symbols)
     symbols[0], symbols[1] = symbols[1], symbols[0]
@@ -309,8 +315,11 @@ def load_negative_cond_std(env):
     return folder, _load(folder)
 
 
-@case(ValueError, r"model\.pt': field 'cond_std' has shape \[4\], but the model's embedding width "
-                  r"\(config\.cond_dim\) is 5")
+@case(
+    ValueError,
+    r"model\.pt': field 'cond_std' has shape \[4\], but the model's embedding width "
+    r"\(config\.cond_dim\) is 5",
+)
 def load_cond_std_wrong_length(env):
     folder = _edited(env, cond_std=torch.ones(4))
     return folder, _load(folder)
@@ -380,8 +389,11 @@ def load_missing_backbone_for_weights_model(env):
     return env.model_dir, _load(env.model_dir, backbone=env.tmp / "moved.pt")
 
 
-@case(ValueError, r"`backbone` does not apply: '.*model\.pt' stores its own backbone weights, so the argument is "
-                  r"not used")
+@case(
+    ValueError,
+    r"`backbone` does not apply: '.*model\.pt' stores its own backbone weights, so the argument is "
+    r"not used",
+)
 def load_backbone_for_weights_model(env):
     bfile = _backbone_file(env)
     return env.tmp, _load(env.model_dir, backbone=bfile)
@@ -406,8 +418,11 @@ def load_file_backed_model_whose_backbone_was_moved(env):
     return env.tmp, _load(folder)
 
 
-@case(ValueError, r"Backbone file '.*other\.pt' has sha256 \w+\.\.\., but the model was trained on \w+\.\.\.; it is "
-                  r"not the same backbone")
+@case(
+    ValueError,
+    r"Backbone file '.*other\.pt' has sha256 \w+\.\.\., but the model was trained on \w+\.\.\.; it is "
+    r"not the same backbone",
+)
 def load_file_backed_model_with_another_backbone(env):
     from sthinge.io import save_cellfm
     from sthinge.models import CellFM

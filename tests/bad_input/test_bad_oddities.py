@@ -37,8 +37,11 @@ def _with_zero_gene(a, gene: str, sections=None):
 # ---------------------------------------------------------------------------------------------------------------
 # 8. genes without expression on the training spots
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"1 gene\(s\) of `genes` have no expression on any training spot \(`train_sections`\), so they "
-                  r"cannot be learned: \['HOXD10'\]")
+@case(
+    ValueError,
+    r"1 gene\(s\) of `genes` have no expression on any training spot \(`train_sections`\), so they "
+    r"cannot be learned: \['HOXD10'\]",
+)
 def select_explicit_all_zero_gene(env):
     a = _with_zero_gene(env.adata, "HOXD10")
     return a, lambda: st.pp.select_genes(a, genes=["AEBP2", "HOXD10", "ORC6"])
@@ -58,8 +61,11 @@ def select_empty_genes(env):
 # ---------------------------------------------------------------------------------------------------------------
 # 9. repeated spot ids and instance ids in embed_histology
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"The table's `obs_names` \(spot ids\) are not unique: 1 repeated, e\.g\. \['S1_0x0'\].*"
-                  r"`\.obs_names_make_unique\(\)`")
+@case(
+    ValueError,
+    r"The table's `obs_names` \(spot ids\) are not unique: 1 repeated, e\.g\. \['S1_0x0'\].*"
+    r"`\.obs_names_make_unique\(\)`",
+)
 def embed_duplicated_obs_names(env):
     table = env.sdata.tables[K.TABLE_KEY]
     names = list(table.obs_names)
@@ -75,8 +81,11 @@ def embed_duplicated_obs_names_visium(env):
     return a, lambda: st.pp.embed_histology(a)
 
 
-@case(ValueError, r"1 instance id\(s\) of `obs\['spot_id'\]` repeat within region 'S1_spots' \(section 'S1'\), "
-                  r"e\.g\. \[0\]: these spots would share one shape and one embedding")
+@case(
+    ValueError,
+    r"1 instance id\(s\) of `obs\['spot_id'\]` repeat within region 'S1_spots' \(section 'S1'\), "
+    r"e\.g\. \[0\]: these spots would share one shape and one embedding",
+)
 def embed_repeated_instance_ids(env):
     table = env.sdata.tables[K.TABLE_KEY]
     ids = table.obs["spot_id"].to_numpy().copy()

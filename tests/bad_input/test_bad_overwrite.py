@@ -97,8 +97,7 @@ def predict_anndata_over_std_key(env):
 def predict_over_named_source_table(env):
     sdata = env.sdata
     sdata.tables["mine"] = sdata.tables.pop(K.TABLE_KEY)  # the source table under another name
-    return sdata, lambda: st.tl.predict(sdata, env.model, table_key="mine", key_added="mine", overwrite=True,
-                                        **PRED)
+    return sdata, lambda: st.tl.predict(sdata, env.model, table_key="mine", key_added="mine", overwrite=True, **PRED)
 
 
 @case(TypeError, r"`overwrite` must be True or False, got 'yes'")
@@ -159,8 +158,11 @@ def normalize_over_its_counts(env):
 # ---------------------------------------------------------------------------------------------------------------
 # files: checkpoints, figures, backbone and MindSpore files
 # ---------------------------------------------------------------------------------------------------------------
-@case(ValueError, r"`checkpoint_dir` '.*ckpts': the checkpoint '.*last\.ckpt' of an earlier fit already exists; "
-                  r"pass `resume=True` to continue from it, or `overwrite=True` to replace it")
+@case(
+    ValueError,
+    r"`checkpoint_dir` '.*ckpts': the checkpoint '.*last\.ckpt' of an earlier fit already exists; "
+    r"pass `resume=True` to continue from it, or `overwrite=True` to replace it",
+)
 def fit_over_earlier_checkpoint(env):
     folder = env.tmp / "ckpts"
     folder.mkdir()

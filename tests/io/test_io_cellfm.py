@@ -69,13 +69,23 @@ def _assert_same_module(a, b):
 def _mindspore_file(tmp_path, model, name="w.ckpt"):
     """The model as an original-style MindSpore checkpoint: gamma/beta, optimizer entries, chunked gene_emb."""
     tensors = _ms_names(model.state_dict())
-    extra = {"global_step": np.int32(1000), "learning_rate": np.float32(1e-4), "beta1_power": np.float32(0.9),
-             "beta2_power": np.float32(0.95)}
+    extra = {
+        "global_step": np.int32(1000),
+        "learning_rate": np.float32(1e-4),
+        "beta1_power": np.float32(0.9),
+        "beta2_power": np.float32(0.95),
+    }
     for tag in ("gene_emb", "encoder.0.post_norm1.gamma", "value_dec.w2.weight"):
         extra[f"moment1.{tag}"] = np.zeros_like(tensors[tag])
         extra[f"moment2.{tag}"] = np.ones_like(tensors[tag])
-    extra.update({"current_iterator_step": np.int32(5), "last_overflow_iterator_step": np.int32(0),
-                  "adam_m.cls_token": np.zeros(3, np.float32), "accu_grads.gene_emb": np.zeros(2, np.float32)})
+    extra.update(
+        {
+            "current_iterator_step": np.int32(5),
+            "last_overflow_iterator_step": np.int32(0),
+            "adam_m.cls_token": np.zeros(3, np.float32),
+            "accu_grads.gene_emb": np.zeros(2, np.float32),
+        }
+    )
     path = tmp_path / name
     write_mindspore_ckpt(path, {**tensors, **extra}, chunk_bytes=1 << 20)  # gene_emb (7.1 MB) -> 7 chunks
     return path
@@ -173,13 +183,25 @@ def _minimal_state(rows: int, d: int = 8, n_layers: int = 1, st_tokens: bool = F
         return g.standard_normal(shape).astype(np.float32)
 
     state = {
-        "gene_emb": r(rows, d), "cls_token": r(1, 1, d), "zero_emb": r(1, 1, d), "value_enc.mask_emb": r(1, 1, d),
-        "value_enc.value_enc.w1.weight": r(n_bins, 1), "value_enc.value_enc.w3.weight": r(n_bins, n_bins),
-        "value_enc.value_enc.table.weight": r(d, n_bins), "value_enc.value_enc.a": r(1, 1),
+        "gene_emb": r(rows, d),
+        "cls_token": r(1, 1, d),
+        "zero_emb": r(1, 1, d),
+        "value_enc.mask_emb": r(1, 1, d),
+        "value_enc.value_enc.w1.weight": r(n_bins, 1),
+        "value_enc.value_enc.w3.weight": r(n_bins, n_bins),
+        "value_enc.value_enc.table.weight": r(d, n_bins),
+        "value_enc.value_enc.a": r(1, 1),
     }
     if st_tokens:
-        state.update({"ST_emb": r(1, 2, d), "ST_enc.w1.weight": r(n_bins, 1), "ST_enc.w3.weight": r(n_bins, n_bins),
-                      "ST_enc.table.weight": r(d, n_bins), "ST_enc.a": r(1, 1)})
+        state.update(
+            {
+                "ST_emb": r(1, 2, d),
+                "ST_enc.w1.weight": r(n_bins, 1),
+                "ST_enc.w3.weight": r(n_bins, n_bins),
+                "ST_enc.table.weight": r(d, n_bins),
+                "ST_enc.a": r(1, 1),
+            }
+        )
     for i in range(n_layers):
         for p in "qkvuo":
             state[f"encoder.{i}.attn.{p}_proj.weight"] = r(d, d)
@@ -337,8 +359,9 @@ def test_save_and_reload_without_arguments(tmp_path, tiny, fmt):
 
 
 def test_own_format_records_any_vocabulary_and_numerics(tmp_path):
-    config = cellfm.CellFMConfig(n_layers=1, d_model=16, n_heads=2, vocab_size=10, n_bins=8, name="custom",
-                                 leaky_relu_slope=0.01, ln_eps=1e-6)
+    config = cellfm.CellFMConfig(
+        n_layers=1, d_model=16, n_heads=2, vocab_size=10, n_bins=8, name="custom", leaky_relu_slope=0.01, ln_eps=1e-6
+    )
     model = CellFM(config)
     _randomise(model)
     for fmt in ("pt", "ckpt"):
@@ -362,13 +385,21 @@ def test_save_format_argument(tmp_path, tiny):
 def test_saved_config_with_unknown_field_is_refused(tmp_path, tiny):
     import dataclasses
 
-    torch.save({"format": "sthinge-cellfm", "format_version": 1,
-                "config": {**dataclasses.asdict(tiny.config), "rotary": True}, "state_dict": tiny.state_dict()},
-               tmp_path / "future.pt")
+    torch.save(
+        {
+            "format": "sthinge-cellfm",
+            "format_version": 1,
+            "config": {**dataclasses.asdict(tiny.config), "rotary": True},
+            "state_dict": tiny.state_dict(),
+        },
+        tmp_path / "future.pt",
+    )
     with pytest.raises(ValueError, match=r"fields this sthinge does not know: \['rotary'\]"):
         load_cellfm(tmp_path / "future.pt")
-    torch.save({"format": "sthinge-cellfm", "format_version": 99, "config": {}, "state_dict": tiny.state_dict()},
-               tmp_path / "newer.pt")
+    torch.save(
+        {"format": "sthinge-cellfm", "format_version": 99, "config": {}, "state_dict": tiny.state_dict()},
+        tmp_path / "newer.pt",
+    )
     with pytest.raises(ValueError, match="version 99 is newer"):
         load_cellfm(tmp_path / "newer.pt")
 

@@ -64,8 +64,15 @@ def test_byte_prefix_matches_method(tmp_path):
     write_mindspore_ckpt(tmp_path / "a.ckpt", {"gene_emb": x})
     data = (tmp_path / "a.ckpt").read_bytes()
     expected = (
-        bytes.fromhex("0a43") + bytes.fromhex("0a08") + b"gene_emb" + bytes.fromhex("1237")
-        + bytes.fromhex("08050802") + bytes.fromhex("1207") + b"Float32" + bytes.fromhex("1a28") + x.tobytes()
+        bytes.fromhex("0a43")
+        + bytes.fromhex("0a08")
+        + b"gene_emb"
+        + bytes.fromhex("1237")
+        + bytes.fromhex("08050802")
+        + bytes.fromhex("1207")
+        + b"Float32"
+        + bytes.fromhex("1a28")
+        + x.tobytes()
     )
     assert data == expected
     np.testing.assert_array_equal(read_mindspore_ckpt(tmp_path / "a.ckpt")["gene_emb"], x)
@@ -78,8 +85,14 @@ def test_byte_prefix_17x8_uses_multibyte_lengths(tmp_path):
     write_mindspore_ckpt(tmp_path / "a.ckpt", {"gene_emb": x})
     data = (tmp_path / "a.ckpt").read_bytes()
     head = (
-        bytes.fromhex("0abd04") + bytes.fromhex("0a08") + b"gene_emb" + bytes.fromhex("12b004")
-        + bytes.fromhex("08110808") + bytes.fromhex("1207") + b"Float32" + bytes.fromhex("1aa004")
+        bytes.fromhex("0abd04")
+        + bytes.fromhex("0a08")
+        + b"gene_emb"
+        + bytes.fromhex("12b004")
+        + bytes.fromhex("08110808")
+        + bytes.fromhex("1207")
+        + b"Float32"
+        + bytes.fromhex("1aa004")
     )
     assert data == head + x.tobytes()
     assert len(data) == 3 + 573
@@ -98,10 +111,39 @@ def test_literal_prefix_with_dims_17x8_is_refused(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # round trips
 
-_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32",
-           "float64"]
-_TYPE_STRINGS = dict(zip(_DTYPES, ["Bool", "Int8", "UInt8", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
-                                   "Float16", "Float32", "Float64"]))
+_DTYPES = [
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+]
+_TYPE_STRINGS = dict(
+    zip(
+        _DTYPES,
+        [
+            "Bool",
+            "Int8",
+            "UInt8",
+            "Int16",
+            "UInt16",
+            "Int32",
+            "UInt32",
+            "Int64",
+            "UInt64",
+            "Float16",
+            "Float32",
+            "Float64",
+        ],
+    )
+)
 
 
 def _sample(dtype: str, shape, rng) -> np.ndarray:
@@ -258,7 +300,10 @@ def test_key_selection(tmp_path):
     assert list(read_mindspore_ckpt(tmp_path / "k.ckpt")) == list(tensors)
     assert list(read_mindspore_ckpt(tmp_path / "k.ckpt", keys=["global_step", "b"])) == ["b", "global_step"]
     assert list(read_mindspore_ckpt(tmp_path / "k.ckpt", keys=lambda t: not t.startswith("moment"))) == [
-        "b", "a", "global_step"]
+        "b",
+        "a",
+        "global_step",
+    ]
     with pytest.raises(KeyError, match="nope"):
         read_mindspore_ckpt(tmp_path / "k.ckpt", keys=["a", "nope"])
     with pytest.raises(TypeError):
@@ -279,10 +324,13 @@ def test_unknown_type_only_fails_when_selected(tmp_path):
 
 def test_unknown_fields_are_skipped_and_packed_dims_accepted(tmp_path):
     junk = (
-        _encode_varint(9 << 3 | 0) + _encode_varint(300)  # varint
-        + _encode_varint(10 << 3 | 1) + b"\1" * 8  # fixed64
+        _encode_varint(9 << 3 | 0)
+        + _encode_varint(300)  # varint
+        + _encode_varint(10 << 3 | 1)
+        + b"\1" * 8  # fixed64
         + _len_field(11, b"anything")  # length-delimited
-        + _encode_varint(12 << 3 | 5) + b"\2" * 4  # fixed32
+        + _encode_varint(12 << 3 | 5)
+        + b"\2" * 4  # fixed32
     )
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     maptensor = _len_field(3, _len_field(1, _tensor([1], "Int64", b"\0" * 8)))
@@ -420,10 +468,12 @@ def checkpoint_class():
     value = checkpoint.nested_type.add(name="Value")
     value.field.add(name="tag", number=1, type=F.TYPE_STRING, label=F.LABEL_REQUIRED)
     value.field.add(name="tensor", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL, type_name=".TensorProto")
-    value.field.add(name="maptensor", number=3, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                    type_name=".MapTensorProto")
-    checkpoint.field.add(name="value", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
-                         type_name=".Checkpoint.Value")
+    value.field.add(
+        name="maptensor", number=3, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL, type_name=".MapTensorProto"
+    )
+    checkpoint.field.add(
+        name="value", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".Checkpoint.Value"
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("Checkpoint"))
@@ -444,8 +494,12 @@ def _official(checkpoint_class, entries) -> bytes:
 def test_writer_bytes_equal_official_serialisation(tmp_path, checkpoint_class):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 6)).astype(np.float32)  # 96 bytes -> chunks of 40, 40, 16
-    tensors = {"gene_emb": x, "encoder.0.post_norm1.gamma": np.ones(6, np.float16), "global_step": np.int32(12),
-               "neg": np.array([-5, 7], dtype=np.int64)}
+    tensors = {
+        "gene_emb": x,
+        "encoder.0.post_norm1.gamma": np.ones(6, np.float16),
+        "global_step": np.int32(12),
+        "neg": np.array([-5, 7], dtype=np.int64),
+    }
     write_mindspore_ckpt(tmp_path / "w.ckpt", tensors, chunk_bytes=40)
     raw = x.tobytes()
     entries = [("gene_emb", [4, 6], "Float32", raw[i : i + 40]) for i in (0, 40, 80)] + [
@@ -466,8 +520,15 @@ def test_reader_parses_official_serialisation(tmp_path, checkpoint_class):
     x = np.arange(15, dtype=np.float64).reshape(3, 5)
     raw = x.tobytes()
     msg = checkpoint_class.FromString(
-        _official(checkpoint_class, [("x", [3, 5], "Float64", raw[:50]), ("x", [3, 5], "Float64", raw[50:]),
-                                     ("b", [2], "Bool", b"\x01\x00"), ("s", [], "UInt16", b"\x34\x12")])
+        _official(
+            checkpoint_class,
+            [
+                ("x", [3, 5], "Float64", raw[:50]),
+                ("x", [3, 5], "Float64", raw[50:]),
+                ("b", [2], "Bool", b"\x01\x00"),
+                ("s", [], "UInt16", b"\x34\x12"),
+            ],
+        )
     )
     m = msg.value.add()  # a map tensor entry, which the reader skips
     m.tag = "table"

@@ -20,8 +20,11 @@ class _CreatesFile:
 
 
 def test_round_trip(tmp_path):
-    obj = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"epoch": 3, "name": "x", "eps": 1e-7, "ok": None},
-           "list": [torch.ones(1, dtype=torch.bfloat16), 2]}
+    obj = {
+        "w": torch.arange(6.0).reshape(2, 3),
+        "meta": {"epoch": 3, "name": "x", "eps": 1e-7, "ok": None},
+        "list": [torch.ones(1, dtype=torch.bfloat16), 2],
+    }
     atomic_save(obj, tmp_path / "a.pt")
     out = safe_torch_load(tmp_path / "a.pt")
     assert torch.equal(out["w"], obj["w"]) and out["meta"] == obj["meta"]

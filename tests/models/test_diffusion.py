@@ -95,8 +95,9 @@ def test_training_loss_feeds_the_model_the_official_arguments(recording_model, f
     model = recording_model(n_genes=30, mask_fill=fill)
     s = MaskSchedule(30)
     x0 = torch.rand(16, 30) + 5
-    loss = training_loss(model, x0, torch.zeros(16, 2), s, loss_weight="revealed",
-                         generator=torch.Generator().manual_seed(0))
+    loss = training_loss(
+        model, x0, torch.zeros(16, 2), s, loss_weight="revealed", generator=torch.Generator().manual_seed(0)
+    )
     call = model.calls[-1]
     mt, mp, x_t, t, out = call["mt"], call["mp"], call["x_t"], call["t"], call["out"]
     assert torch.all(mp >= mt)

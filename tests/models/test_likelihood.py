@@ -126,8 +126,11 @@ def test_crps_is_minimised_by_the_true_distribution():
     x = (0.3 + 0.7 * torch.randn(200_000, generator=g, dtype=torch.float64)).clamp_min(0)  # censored at 0
 
     def score(m, s, lower):
-        return gaussian_crps(torch.tensor(m, dtype=torch.float64), torch.tensor(s, dtype=torch.float64), x,
-                             lower=lower).mean().item()
+        return (
+            gaussian_crps(torch.tensor(m, dtype=torch.float64), torch.tensor(s, dtype=torch.float64), x, lower=lower)
+            .mean()
+            .item()
+        )
 
     best = score(0.3, 0.7, 0.0)
     for m, s in ((0.2, 0.7), (0.4, 0.7), (0.3, 0.6), (0.3, 0.8)):
@@ -188,8 +191,9 @@ class GaussRecordingModel(nn.Module):
         assert return_std
         mu = 10.0 + t.unsqueeze(1) + 0.1 * torch.randn(x_t.shape)
         sd = (0.5 + torch.arange(self.n_genes) / self.n_genes).expand(x_t.shape[0], -1).clone()
-        self.calls.append({"x_t": x_t.clone(), "t": t.clone(), "mt": visible.clone(), "mp": next_visible.clone(),
-                           "mu": mu, "sd": sd})
+        self.calls.append(
+            {"x_t": x_t.clone(), "t": t.clone(), "mt": visible.clone(), "mp": next_visible.clone(), "mu": mu, "sd": sd}
+        )
         return mu, sd
 
 
@@ -200,8 +204,9 @@ def test_training_loss_scores_the_same_genes_with_the_rule(loss_weight, rule):
     model = GaussRecordingModel(n_genes=G, likelihood_loss=rule)
     s = MaskSchedule(G)
     x0 = torch.rand(B, G) * 3
-    loss = training_loss(model, x0, torch.zeros(B, 2), s, loss_weight=loss_weight,
-                         generator=torch.Generator().manual_seed(0))
+    loss = training_loss(
+        model, x0, torch.zeros(B, 2), s, loss_weight=loss_weight, generator=torch.Generator().manual_seed(0)
+    )
     c = model.calls[-1]
     err = gaussian_crps(c["mu"], c["sd"], x0, lower=0.0) if rule == "crps" else beta_nll(c["mu"], c["sd"], x0)
     if loss_weight == "masked":
@@ -215,8 +220,15 @@ def test_training_loss_scores_the_same_genes_with_the_rule(loss_weight, rule):
     assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
     # the keyword overrides the config; the random draws are those of the point loss
     other = "beta_nll" if rule == "crps" else "crps"
-    training_loss(model, x0, torch.zeros(B, 2), s, loss_weight=loss_weight, likelihood_loss=other,
-                  generator=torch.Generator().manual_seed(0))
+    training_loss(
+        model,
+        x0,
+        torch.zeros(B, 2),
+        s,
+        loss_weight=loss_weight,
+        likelihood_loss=other,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(model.calls[-1]["mt"], c["mt"]) and torch.equal(model.calls[-1]["t"], c["t"])
     with pytest.raises(ValueError, match="likelihood_loss"):
         training_loss(model, x0, torch.zeros(B, 2), s, likelihood_loss="mse")
@@ -227,8 +239,13 @@ def test_training_loss_backpropagates_into_the_head(make_hinge):
     model = make_hinge(likelihood="gaussian")
     for rule in ("crps", "beta_nll"):
         model.zero_grad()
-        loss = training_loss(model, torch.rand(8, 12) * 3, torch.randn(8, 6), likelihood_loss=rule,
-                             generator=torch.Generator().manual_seed(0))
+        loss = training_loss(
+            model,
+            torch.rand(8, 12) * 3,
+            torch.randn(8, 6),
+            likelihood_loss=rule,
+            generator=torch.Generator().manual_seed(0),
+        )
         loss.backward()
         assert torch.isfinite(loss)
         assert model.std_head.w2.weight.grad.abs().sum() > 0 and model.cond_embed.label[0].weight.grad is not None
@@ -246,12 +263,23 @@ def test_one_step_samples_have_the_predicted_distribution(make_hinge):
     model = _perturb(make_hinge(n_genes=G, likelihood="gaussian", mask_fill="zero", n_steps=10)).eval()
     cond = torch.randn(1, 6)
     with torch.no_grad():
-        mu, sd = model(torch.zeros(1, G), torch.tensor([10]), torch.ones(1, G), torch.zeros(1, G), cond,
-                       return_std=True)
+        mu, sd = model(
+            torch.zeros(1, G), torch.tensor([10]), torch.ones(1, G), torch.zeros(1, G), cond, return_std=True
+        )
     assert sd.min() < 0.7 and sd.max() > 1.4  # scales far from 1, so σ and σ² differ
     m, v = censored_gaussian_moments(mu[0], sd[0])
-    mean, std, samples, var = sample(model, cond, n_steps=1, n_samples=S, generator=torch.Generator().manual_seed(0),
-                                     return_samples=True, return_variance=True)
+    mean, std, samples, var, mix = sample(
+        model,
+        cond,
+        n_steps=1,
+        n_samples=S,
+        generator=torch.Generator().manual_seed(0),
+        return_samples=True,
+        return_variance=True,
+    )
+    # one step: every sample drew from the same distribution, so the mixture's moments are its moments
+    torch.testing.assert_close(mix[0], m, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(var[0], v, rtol=1e-4, atol=1e-5)
     assert samples.min() >= 0  # draws are clamped at 0
     se_mean = v.sqrt() / math.sqrt(S)
     assert torch.all((mean[0] - m).abs() < 5 * se_mean + 1e-6)
@@ -264,8 +292,9 @@ def test_one_step_samples_have_the_predicted_distribution(make_hinge):
     frac0 = (samples[0] == 0).float().mean(0)  # the point mass at 0 is Φ(−μ/σ)
     torch.testing.assert_close(frac0, torch.special.ndtr(-mu[0] / sd[0]), atol=0.03, rtol=0)
     # draw=False turns the gaussian model into the point sampler: every sample is μ
-    mean_pt, std_pt = sample(model, cond, n_steps=1, n_samples=3, generator=torch.Generator().manual_seed(0),
-                             draw=False)
+    mean_pt, std_pt = sample(
+        model, cond, n_steps=1, n_samples=3, generator=torch.Generator().manual_seed(0), draw=False
+    )
     torch.testing.assert_close(mean_pt[0], mu[0])
     torch.testing.assert_close(std_pt, torch.zeros_like(std_pt))
 
@@ -308,8 +337,13 @@ class _ChainModel(nn.Module):
 
 def test_samples_carry_gene_gene_dependence():
     G = 6
-    _, _, samples = sample(_ChainModel(G), torch.zeros(1, 2), n_samples=3000,
-                           generator=torch.Generator().manual_seed(0), return_samples=True)
+    _, _, samples = sample(
+        _ChainModel(G),
+        torch.zeros(1, 2),
+        n_samples=3000,
+        generator=torch.Generator().manual_seed(0),
+        return_samples=True,
+    )
     corr = torch.corrcoef(samples[0].T)
     off = corr[~torch.eye(G, dtype=torch.bool)]
     assert off.mean() > 0.3  # independent per-gene draws would give ~0
@@ -338,11 +372,19 @@ def test_drawing_under_bfloat16_autocast(make_hinge):
     torch.manual_seed(0)
     model = _perturb(make_hinge(likelihood="gaussian")).eval()
     cond = torch.randn(3, 6)
-    out32 = sample(model, cond, n_steps=5, n_samples=2, generator=torch.Generator().manual_seed(0),
-                   return_variance=True)
-    out16 = sample(model, cond, n_steps=5, n_samples=2, generator=torch.Generator().manual_seed(0),
-                   return_variance=True, autocast=torch.bfloat16)
-    for b in out16:  # mean, std, variance
+    out32 = sample(
+        model, cond, n_steps=5, n_samples=2, generator=torch.Generator().manual_seed(0), return_variance=True
+    )
+    out16 = sample(
+        model,
+        cond,
+        n_steps=5,
+        n_samples=2,
+        generator=torch.Generator().manual_seed(0),
+        return_variance=True,
+        autocast=torch.bfloat16,
+    )
+    for b in out16:  # mean, std, variance, mixture mean
         assert b.dtype == torch.float32 and torch.isfinite(b).all()
     assert (out16[0] - out32[0]).abs().max() < 0.5
 
@@ -351,8 +393,9 @@ def test_point_sampler_variance_is_the_sample_variance_and_draw_needs_gaussian(t
     model = tiny_hinge.eval()
     cond = torch.randn(3, 6)
     g = torch.Generator().manual_seed(0)
-    mean, std, var = sample(model, cond, n_steps=5, n_samples=4, generator=g, return_variance=True)
+    mean, std, var, mix = sample(model, cond, n_steps=5, n_samples=4, generator=g, return_variance=True)
     torch.testing.assert_close(var, std**2)
+    torch.testing.assert_close(mix, mean)
     with pytest.raises(ValueError, match="draw=True"):
         sample(model, cond, draw=True)
     with pytest.raises(ValueError, match="draw=True"):
@@ -393,8 +436,14 @@ def test_training_learns_the_noise_sd(make_hinge, rule):
     t = schedule.sample_t(256, generator=g)
     visible, next_visible = schedule.masks(t, schedule.reveal_times(256, generator=g))
     with torch.no_grad():
-        _, sd = model(torch.where(visible.bool(), x0, torch.randn(256, G, generator=g)), t, next_visible, visible, v,
-                      return_std=True)
+        _, sd = model(
+            torch.where(visible.bool(), x0, torch.randn(256, G, generator=g)),
+            t,
+            next_visible,
+            visible,
+            v,
+            return_std=True,
+        )
     hidden = ~visible.bool()
     for k in (0, 1):
         sel = hidden & (torch.arange(G) % 2 == k)
@@ -425,8 +474,10 @@ def test_save_and_from_pretrained_round_trip_with_the_head(tmp_path, make_hinge)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     cond = torch.randn(2, 6)
     kw = dict(n_steps=5, n_samples=2, return_samples=True)
-    assert torch.equal(sample(model, cond, generator=torch.Generator().manual_seed(0), **kw)[2],
-                       sample(loaded, cond, generator=torch.Generator().manual_seed(0), **kw)[2])
+    assert torch.equal(
+        sample(model, cond, generator=torch.Generator().manual_seed(0), **kw)[2],
+        sample(loaded, cond, generator=torch.Generator().manual_seed(0), **kw)[2],
+    )
 
 
 def test_official_checkpoint_loads_as_a_gaussian_model(tmp_path, make_hinge):

@@ -97,8 +97,12 @@ def _stub(n_genes: int, d_model: int):
 
 
 @settings(max_examples=60, deadline=None)
-@given(n_genes=st.integers(1, 30_000), d_model=st.integers(8, 4096), more_genes=st.integers(0, 5000),
-       wider=st.integers(0, 2048))
+@given(
+    n_genes=st.integers(1, 30_000),
+    d_model=st.integers(8, 4096),
+    more_genes=st.integers(0, 5000),
+    wider=st.integers(0, 2048),
+)
 def test_auto_batch_size_properties(n_genes, d_model, more_genes, wider):
     """What callers rely on, not how it is computed: a power of two in [16, 256]; on a CPU the token tensor
     (rows x (G + 1) x D float32) stays within CPU_TOKEN_BYTES unless already at the floor of 16 rows, and twice

@@ -24,8 +24,9 @@ def _evaluated(method: str, shrink: float = 1.0) -> pd.DataFrame:
     """A per-section table as `tl.evaluate` writes it; `shrink` < 1 makes the coverages overconfident."""
     idx = pd.Index(["S1", "S2"], name="section")
     cols = {f"coverage{100 * lv:g}": [lv * shrink, lv * shrink + 0.02] for lv in LEVELS}
-    frame = pd.DataFrame({"method": method, "n_spots": [10, 30], "n_genes": 5, **cols,
-                          "interval_method": "gaussian"}, index=idx)
+    frame = pd.DataFrame(
+        {"method": method, "n_spots": [10, 30], "n_genes": 5, **cols, "interval_method": "gaussian"}, index=idx
+    )
     frame.attrs["pred_key"] = method
     return frame
 
@@ -89,8 +90,7 @@ def test_calibration_from_evaluate_of_a_baseline():
         (lambda h: pl.calibration(h, levels=[0.7]), ValueError, "levels"),  # no coverage70 column
         (lambda h: pl.calibration(h, levels=[1.5]), ValueError, "levels"),
         (lambda h: pl.calibration(h, levels=[0.0, 0.9]), ValueError, "levels"),
-        (lambda h: pl.calibration(h.drop(columns=[c for c in h if c.startswith("coverage")])), ValueError,
-         "coverage"),
+        (lambda h: pl.calibration(h.drop(columns=[c for c in h if c.startswith("coverage")])), ValueError, "coverage"),
         (lambda h: pl.calibration(h, labels=["a", "b"]), ValueError, "labels"),
         (lambda h: pl.calibration({"a": h}, labels=["a"]), ValueError, "labels"),
         (lambda h: pl.calibration(h, h), ValueError, "more than once"),

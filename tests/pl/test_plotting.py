@@ -152,8 +152,9 @@ def test_spatial_multiscale_image_uses_a_lower_level(monkeypatch):
     sdata = st.datasets.synthetic(n_sections=1, n_spots=9, n_genes=4, seed=1)
     normalize(sdata)
     full = np.asarray(sdata.images["S1_image"].values)
-    sdata.images["S1_image"] = Image2DModel.parse(full, dims=("c", "y", "x"), scale_factors=[2, 2],
-                                                  transformations={"S1": Identity()})
+    sdata.images["S1_image"] = Image2DModel.parse(
+        full, dims=("c", "y", "x"), scale_factors=[2, 2], transformations={"S1": Identity()}
+    )
     monkeypatch.setattr(spatial_module, "_MAX_SIDE", full.shape[1] // 2 - 1)
     fig = pl.spatial(sdata, sdata.tables[K.TABLE_KEY].var_names[0], keys=["truth"], return_fig=True)
     shown = [a for a in fig.axes if a.get_title()][0].images[0]
@@ -168,8 +169,12 @@ def test_shared_save_arguments(predicted, name, tmp_path):
     from matplotlib.image import imread
 
     hist = [{"epoch": float(i), "train_loss": 1 / (i + 1), "val": 1.2 / (i + 1)} for i in range(3)]
-    data = {"spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]), "coexpression": (predicted,),
-            "metrics": (_results(),), "history": (hist,)}[name]
+    data = {
+        "spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]),
+        "coexpression": (predicted,),
+        "metrics": (_results(),),
+        "history": (hist,),
+    }[name]
     plot = getattr(pl, name)
     out = tmp_path / "fig.png"
     assert plot(*data, save=out, dpi=40) is None  # return_fig=False (the default): nothing returned, file written
@@ -188,8 +193,13 @@ def _plot_args(name, predicted):
     """Arguments that draw a figure with each plotting function."""
     hist = [{"epoch": float(i), "train_loss": 1 / (i + 1), "val": 1.2 / (i + 1)} for i in range(3)]
     coverages = pd.DataFrame({"method": "hinge", "coverage50": [0.45, 0.5], "coverage90": [0.85, 0.9]})
-    return {"spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]), "coexpression": (predicted,),
-            "metrics": (_results(),), "history": (hist,), "calibration": (coverages,)}[name]
+    return {
+        "spatial": (predicted, predicted.tables[K.PRED_KEY].var_names[0]),
+        "coexpression": (predicted,),
+        "metrics": (_results(),),
+        "history": (hist,),
+        "calibration": (coverages,),
+    }[name]
 
 
 @pytest.mark.parametrize("name", pl.__all__)
@@ -223,8 +233,11 @@ def test_output_arguments_in_signature_and_docstring(name):
     sig = inspect.signature(getattr(pl, name))
     kw = inspect.Parameter.KEYWORD_ONLY
     assert [(p.name, p.kind, p.default, p.annotation) for p in list(sig.parameters.values())[-4:]] == [
-        ("save", kw, None, "str | os.PathLike | None"), ("return_fig", kw, False, "bool"), ("dpi", kw, 100, "int"),
-        ("overwrite", kw, False, "bool")]
+        ("save", kw, None, "str | os.PathLike | None"),
+        ("return_fig", kw, False, "bool"),
+        ("dpi", kw, 100, "int"),
+        ("overwrite", kw, False, "bool"),
+    ]
     assert {"figsize", "ax"} <= set(sig.parameters)
     assert sig.return_annotation == "Figure | None"
     doc = inspect.cleandoc(getattr(pl, name).__doc__)

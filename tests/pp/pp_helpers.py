@@ -31,8 +31,17 @@ def expected_tile(cx_um: float, cy_um: float, tile_um: float, n: int) -> np.ndar
     return out
 
 
-def make_sdata(image: np.ndarray | None, spots_px: np.ndarray, mpp: float, *, diameter_um: float = 100.0,
-               n_genes: int = 5, name: str = "A", seed: int = 0, scale_factors=(2, 2)):
+def make_sdata(
+    image: np.ndarray | None,
+    spots_px: np.ndarray,
+    mpp: float,
+    *,
+    diameter_um: float = 100.0,
+    n_genes: int = 5,
+    name: str = "A",
+    seed: int = 0,
+    scale_factors=(2, 2),
+):
     """One section in sthinge's layout with ``image`` (y, x, 3) and spots at ``spots_px`` (x, y)."""
     import scipy.sparse as sp
 
@@ -43,9 +52,16 @@ def make_sdata(image: np.ndarray | None, spots_px: np.ndarray, mpp: float, *, di
     n = len(spots_px)
     genes = list(cellfm_vocab(27855)[100 : 100 + n_genes])
     sec = SectionData(
-        name=name, patient="P", counts=sp.csr_matrix(rng.poisson(3.0, size=(n, n_genes)).astype(np.int32)),
-        genes=genes, barcodes=[f"{i}x0" for i in range(n)], array_xy=np.c_[np.arange(n), np.zeros(n, int)],
-        pixel_xy=np.asarray(spots_px, dtype=float), mpp=mpp, spot_diameter_um=diameter_um, image=image,
+        name=name,
+        patient="P",
+        counts=sp.csr_matrix(rng.poisson(3.0, size=(n, n_genes)).astype(np.int32)),
+        genes=genes,
+        barcodes=[f"{i}x0" for i in range(n)],
+        array_xy=np.c_[np.arange(n), np.zeros(n, int)],
+        pixel_xy=np.asarray(spots_px, dtype=float),
+        mpp=mpp,
+        spot_diameter_um=diameter_um,
+        image=image,
     )
     return build_spatialdata([sec], scale_factors=scale_factors)
 
@@ -79,4 +95,3 @@ def _snapshot(data) -> dict:
         out["tables"] = sorted(data.tables.keys())
         out["images"] = sorted(data.images.keys())
     return out
-

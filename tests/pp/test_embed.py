@@ -61,10 +61,12 @@ def test_transformed_shapes_and_visium_anndata_agree():
     # scanpy Visium layout: hires image (scalef 0.5), float in [0, 1], 55 µm spots
     adata = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
     adata.obsm["spatial"] = spots_full
-    adata.uns["spatial"] = {"lib": {
-        "images": {"hires": half.astype(np.float32) / 255},
-        "scalefactors": {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 55.0 / mpp_full},
-    }}
+    adata.uns["spatial"] = {
+        "lib": {
+            "images": {"hires": half.astype(np.float32) / 255},
+            "scalefactors": {"tissue_hires_scalef": 0.5, "spot_diameter_fullres": 55.0 / mpp_full},
+        }
+    }
     st.pp.embed_histology(adata, encoder=Identity(), input_size=N, transform=lambda x: x)
     np.testing.assert_allclose(_tiles(adata), tiles_sd, atol=0.02)
     assert adata.uns["X_Identity"]["mpp_source"]["all"] == "spot diameter / shape radius"
@@ -158,8 +160,14 @@ def test_image_without_scale_and_missing_table(sdata):
         st.pp.embed_histology(sdata)
     assert _snapshot(sdata) == before
     # the shapes' radius and the spot diameter give the scale
-    st.pp.embed_histology(sdata, spot_diameter_um=100.0, encoder=Identity(), input_size=8, key_added="id",
-                          image_key={"S1": "S1_image", "S2": "S2_image", "S3": "S3_image"})
+    st.pp.embed_histology(
+        sdata,
+        spot_diameter_um=100.0,
+        encoder=Identity(),
+        input_size=8,
+        key_added="id",
+        image_key={"S1": "S1_image", "S2": "S2_image", "S3": "S3_image"},
+    )
     mpp = table.uns["id"]["mpp"]
     assert mpp["S1"] == pytest.approx(4.0 * (1 - 0.08), rel=1e-6)
     empty = SpatialData(images=dict(sdata.images))

@@ -28,9 +28,16 @@ def weight_files(tmp_path_factory):
     conch = _random_like(E.build_conch_vision, prefix="visual.")
     pooler_cls = E._conch_classes()[0]
     conch.update(_random_like(lambda: pooler_cls(768, 768, n_head=8, n_queries=256), "visual.attn_pool_caption."))
-    conch.update({"visual.ln_caption.weight": torch.ones(768), "visual.ln_caption.bias": torch.zeros(768),
-                  "text.token_embedding.weight": torch.randn(16, 768), "text.positional_embedding": torch.randn(8, 768),
-                  "text.text_projection": torch.randn(768, 512), "logit_scale": torch.tensor(4.6)})
+    conch.update(
+        {
+            "visual.ln_caption.weight": torch.ones(768),
+            "visual.ln_caption.bias": torch.zeros(768),
+            "text.token_embedding.weight": torch.randn(16, 768),
+            "text.positional_embedding": torch.randn(8, 768),
+            "text.text_projection": torch.randn(768, 512),
+            "logit_scale": torch.tensor(4.6),
+        }
+    )
     (root / "conch").mkdir()
     torch.save(conch, root / "conch" / "pytorch_model.bin")
     return {"uni": root / "uni" / "pytorch_model.bin", "conch": root / "conch" / "pytorch_model.bin", "root": root}
@@ -48,8 +55,14 @@ def one_spot():
 
 def test_conch_key_names(weight_files):
     sd = torch.load(weight_files["conch"], weights_only=True)
-    for key in ("visual.trunk.pos_embed", "visual.trunk.blocks.11.attn.qkv.weight", "visual.attn_pool_contrast.query",
-                "visual.attn_pool_contrast.attn.k_proj_weight", "visual.ln_contrast.weight", "visual.proj_contrast"):
+    for key in (
+        "visual.trunk.pos_embed",
+        "visual.trunk.blocks.11.attn.qkv.weight",
+        "visual.attn_pool_contrast.query",
+        "visual.attn_pool_contrast.attn.k_proj_weight",
+        "visual.ln_contrast.weight",
+        "visual.proj_contrast",
+    ):
         assert key in sd, key
     assert tuple(sd["visual.trunk.pos_embed"].shape) == (1, 785, 768)  # 448 px / 16 = 28 x 28 + CLS
     assert tuple(sd["visual.attn_pool_contrast.query"].shape) == (1, 512)
@@ -58,8 +71,12 @@ def test_conch_key_names(weight_files):
 def test_uni_conch_and_concatenation(weight_files, one_spot):
     """One ViT-L and one ViT-B forward on one tile: UNI 1024 + CONCH 512 = 1536, in this order."""
     table = one_spot.tables["table"]
-    st.pp.embed_histology(one_spot, encoder="uni+conch", device="cpu",
-                          weights={"uni": weight_files["uni"], "conch": weight_files["conch"]})
+    st.pp.embed_histology(
+        one_spot,
+        encoder="uni+conch",
+        device="cpu",
+        weights={"uni": weight_files["uni"], "conch": weight_files["conch"]},
+    )
     both = table.obsm["X_uni+conch"]
     assert both.shape == (1, 1536)  # embed_histology checks each encoder's output width against its dim
     assert np.isfinite(both).all() and both[:, :1024].std() > 0 and both[:, 1024:].std() > 0

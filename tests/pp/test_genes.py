@@ -54,8 +54,10 @@ def test_vocab_mapping_and_drop_counts(adata):
     assert params["renamed"]["KIAA0101"] == "PCLAF"
     assert adata.var["sthinge_genes_symbol"].iloc[1] == ""
     assert params["n_input"] == 40
-    assert params["n_not_in_vocab"] + params["n_duplicate"] + params["n_absent"] + params["n_not_top"] + \
-        params["n_genes"] == 40
+    assert (
+        params["n_not_in_vocab"] + params["n_duplicate"] + params["n_absent"] + params["n_not_top"] + params["n_genes"]
+        == 40
+    )
 
 
 def test_alias_helpers():
@@ -169,9 +171,13 @@ def test_her2st_patient_c_panel(her2st_dir):
     for s in ["C2", "C3", "C4", "C5", "C6"]:
         counts = pd.read_csv(her2st_dir / "counts" / f"{s}.tsv.gz", sep="\t", index_col=0)
         genes_per[s] = set(counts.columns)
-        blocks.append(ad.AnnData(sp.csr_matrix(counts.to_numpy(np.int32)),
-                                 obs=pd.DataFrame({"section": s}, index=[f"{s}_{b}" for b in counts.index]),
-                                 var=pd.DataFrame(index=counts.columns.astype(str))))
+        blocks.append(
+            ad.AnnData(
+                sp.csr_matrix(counts.to_numpy(np.int32)),
+                obs=pd.DataFrame({"section": s}, index=[f"{s}_{b}" for b in counts.index]),
+                var=pd.DataFrame(index=counts.columns.astype(str)),
+            )
+        )
     adata = ad.concat(blocks, join="outer", fill_value=0)
     adata.var["sections"] = [",".join(s for s in genes_per if g in genes_per[s]) for g in adata.var_names]
     st.pp.normalize(adata)
@@ -182,5 +188,7 @@ def test_her2st_patient_c_panel(her2st_dir):
     panel = list(adata.uns["sthinge_genes"]["genes"])
     st.pp.select_genes(adata, n_top=300)
     assert adata.uns["sthinge_genes"]["genes"] == panel
-    print(f"Her2ST C2-C6: {p['n_genes']} genes; input {p['n_input']}, not in vocab {p['n_not_in_vocab']}, "
-          f"renamed {len(p['renamed'])}, absent {p['n_absent']}, not top {p['n_not_top']}")
+    print(
+        f"Her2ST C2-C6: {p['n_genes']} genes; input {p['n_input']}, not in vocab {p['n_not_in_vocab']}, "
+        f"renamed {len(p['renamed'])}, absent {p['n_absent']}, not top {p['n_not_top']}"
+    )

@@ -43,8 +43,14 @@ def _synthetic_sdata(seed=0):
 
 def _snapshot(sdata):
     table = sdata.tables[K.TABLE_KEY]
-    return (set(sdata.tables), set(table.obsm), set(table.uns), set(table.layers), set(table.var.columns),
-            float(np.asarray(table.layers[K.NORM_LAYER].sum())))
+    return (
+        set(sdata.tables),
+        set(table.obsm),
+        set(table.uns),
+        set(table.layers),
+        set(table.var.columns),
+        float(np.asarray(table.layers[K.NORM_LAYER].sum())),
+    )
 
 
 def test_ridge_recovers_linear_relation_on_held_out_section():
@@ -104,8 +110,9 @@ def test_baseline_output_has_the_predict_format():
 
 def test_mlp_baseline_runs_and_keeps_history():
     sdata = _linear_sdata()
-    model = fit_baseline(sdata, method="mlp", embedding_key=EMB, train_sections=["S1", "S2"],
-                         hidden_layer_sizes=(16,), max_iter=30)
+    model = fit_baseline(
+        sdata, method="mlp", embedding_key=EMB, train_sections=["S1", "S2"], hidden_layer_sizes=(16,), max_iter=30
+    )
     assert 1 <= len(model.history) <= 30 and "train_loss" in model.history[0]
     predict_baseline(sdata, model, sections=["S3"])
     assert np.isfinite(evaluate(sdata, pred_key="mlp", metrics=["mse"]).loc["S3", "mse"])
@@ -179,7 +186,12 @@ def test_cross_validate_hinge_one_fold(monkeypatch):
     sdata = _synthetic_sdata()
     before = _snapshot(sdata)
     cv = cross_validate(
-        sdata, method="hinge", folds=["S3"], embedding_key=EMB, n_top=12, metrics=["pcc50", "mse"],
+        sdata,
+        method="hinge",
+        folds=["S3"],
+        embedding_key=EMB,
+        n_top=12,
+        metrics=["pcc50", "mse"],
         fit_kwargs=dict(backbone="tiny", max_epochs=1, min_epochs=0, val_metric="loss"),
         predict_kwargs=dict(n_steps=2, n_samples=2),
     )
@@ -197,8 +209,10 @@ def _linear_gaussian_adata(n_sections=6, n_spots=150, n_genes=8, dim=5, noise=0.
     emb = rng.normal(size=(n, dim)).astype(np.float32)
     weights = rng.uniform(0.2, 1.0, size=(dim, n_genes))
     expr = 10.0 + emb @ weights + rng.normal(0.0, noise, size=(n, n_genes))
-    obs = pd.DataFrame({K.SECTION_KEY: np.repeat([f"S{i + 1}" for i in range(n_sections)], n_spots)},
-                       index=[f"spot{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {K.SECTION_KEY: np.repeat([f"S{i + 1}" for i in range(n_sections)], n_spots)},
+        index=[f"spot{i}" for i in range(n)],
+    )
     adata = ad.AnnData(X=expr.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))
     adata.layers[K.NORM_LAYER] = expr.astype(np.float32)
     adata.uns[K.UNS_NORMALIZE] = {"key_added": K.NORM_LAYER, "transform": "log1p_cp10k"}

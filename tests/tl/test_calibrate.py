@@ -7,8 +7,16 @@ import sthinge as st
 from sthinge import _constants as K
 
 EMB = "X_factors"
-FIT_KW = dict(backbone="tiny", embedding_key=EMB, batch_size=32, lr=1e-3, min_epochs=0, curriculum_epochs=1,
-              val_metric="loss", max_epochs=2)
+FIT_KW = dict(
+    backbone="tiny",
+    embedding_key=EMB,
+    batch_size=32,
+    lr=1e-3,
+    min_epochs=0,
+    curriculum_epochs=1,
+    val_metric="loss",
+    max_epochs=2,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

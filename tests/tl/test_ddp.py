@@ -18,8 +18,15 @@ from sthinge import _constants as K
 pytestmark = pytest.mark.slow
 
 EMB = "X_factors"
-FIT_KW = dict(embedding_key=EMB, train_sections=["S1", "S2"], batch_size=32, lr=1e-3, min_epochs=0,
-              curriculum_epochs=1, val_metric="loss")
+FIT_KW = dict(
+    embedding_key=EMB,
+    train_sections=["S1", "S2"],
+    batch_size=32,
+    lr=1e-3,
+    min_epochs=0,
+    curriculum_epochs=1,
+    val_metric="loss",
+)
 
 
 def _prepare(seed=0, n_sections=3, n_spots=64, n_genes=24):

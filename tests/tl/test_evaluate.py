@@ -18,8 +18,11 @@ def _adata(truth, pred, *, std=None, samples=None, sections=None, width=None):
     names = [f"s{i}" for i in range(n)]
     genes = [f"g{j}" for j in range(G)]
     obs = pd.DataFrame(
-        {K.SECTION_KEY: sections if sections is not None else ["A"] * n,
-         K.ARRAY_X: np.arange(n) % width, K.ARRAY_Y: np.arange(n) // width},
+        {
+            K.SECTION_KEY: sections if sections is not None else ["A"] * n,
+            K.ARRAY_X: np.arange(n) % width,
+            K.ARRAY_Y: np.arange(n) // width,
+        },
         index=names,
     )
     a = ad.AnnData(X=truth.copy(), obs=obs, var=pd.DataFrame(index=genes))
@@ -172,8 +175,9 @@ def test_spatialdata_prediction_aligned_by_obs_names():
     genes = list(table.var_names[:5])
     rows = np.flatnonzero(table.obs[K.SECTION_KEY] == "S2")[::-1]  # reversed order
     truth, _ = _expression(table, None, genes, rows)
-    _write_prediction(sdata, table, rows, truth, np.full_like(truth, np.nan), genes, "pred",
-                      {"source_table": K.TABLE_KEY}, False)
+    _write_prediction(
+        sdata, table, rows, truth, np.full_like(truth, np.nan), genes, "pred", {"source_table": K.TABLE_KEY}, False
+    )
     res = evaluate(sdata, pred_key="pred", metrics=["pcc5", "mse", "ssim"])
     assert list(res.index) == ["S2"]
     assert res.loc["S2", "pcc5"] == pytest.approx(1.0) and res.loc["S2", "mse"] == 0
@@ -402,8 +406,16 @@ def test_quantile_layers_of_a_prediction_table():
 
 @pytest.mark.parametrize(
     ("levels", "err"),
-    [([1.5], ValueError), ([0.0], ValueError), ([0.9, 1.0], ValueError), ([90], ValueError), ([], ValueError),
-     (["0.9"], ValueError), ("0.9", TypeError), ([float("nan")], ValueError)],
+    [
+        ([1.5], ValueError),
+        ([0.0], ValueError),
+        ([0.9, 1.0], ValueError),
+        ([90], ValueError),
+        ([], ValueError),
+        (["0.9"], ValueError),
+        ("0.9", TypeError),
+        ([float("nan")], ValueError),
+    ],
 )
 def test_bad_levels_name_the_argument(levels, err):
     a = _adata(np.ones((4, 1)), np.ones((4, 1)), std=np.ones((4, 1)), width=2)

@@ -22,8 +22,16 @@ def _prepare(seed=0, n_sections=3, n_spots=64, n_genes=24):
     return sdata
 
 
-FIT_KW = dict(backbone="tiny", embedding_key=EMB, train_sections=["S1", "S2"], batch_size=32, lr=1e-3,
-              min_epochs=0, curriculum_epochs=1, val_metric="loss")
+FIT_KW = dict(
+    backbone="tiny",
+    embedding_key=EMB,
+    train_sections=["S1", "S2"],
+    batch_size=32,
+    lr=1e-3,
+    min_epochs=0,
+    curriculum_epochs=1,
+    val_metric="loss",
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (tests/conftest.py)
@@ -181,8 +189,9 @@ def test_frozen_backbone_hinge_learns_the_image(monkeypatch):
     table.obsm["X_true"] = factors
     table.obsm["X_shuffled"] = factors[np.random.default_rng(0).permutation(table.n_obs)]
     train = table[table.obs[K.SECTION_KEY].isin(["S1", "S2"])].copy()
-    backbone = pretrain_backbone(train, preset="tiny", max_epochs=8, batch_size=32, lr=3e-3, val_fraction=0.0,
-                                 seed=0).sthinge_path
+    backbone = pretrain_backbone(
+        train, preset="tiny", max_epochs=8, batch_size=32, lr=3e-3, val_fraction=0.0, seed=0
+    ).sthinge_path
     kw = {**FIT_KW, "backbone": backbone, "max_epochs": 20, "min_epochs": 20, "lr": 3e-3, "seed": 0}
 
     model = st.tl.fit(sdata, **{**kw, "embedding_key": "X_true"})

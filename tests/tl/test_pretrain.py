@@ -20,8 +20,9 @@ TINY = dict(preset="tiny", batch_size=32, lr=3e-3)
 
 
 def _table(seed: int = 0, n_sections: int = 2, n_spots: int = 64, n_genes: int = 24):
-    return st.datasets.synthetic(n_sections=n_sections, n_spots=n_spots, n_genes=n_genes, image=False,
-                                 seed=seed).tables[K.TABLE_KEY]
+    return st.datasets.synthetic(
+        n_sections=n_sections, n_spots=n_spots, n_genes=n_genes, image=False, seed=seed
+    ).tables[K.TABLE_KEY]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread (tests/conftest.py)
@@ -86,8 +87,17 @@ def test_fit_accepts_the_checkpoint(pretrained):
     from sthinge.tl._fit import fit
 
     sdata, net, path = pretrained
-    model = fit(sdata, backbone=path, embedding_key=EMB, train_sections=["S1", "S2"], max_epochs=1, batch_size=32,
-                min_epochs=0, curriculum_epochs=1, val_metric="loss")
+    model = fit(
+        sdata,
+        backbone=path,
+        embedding_key=EMB,
+        train_sections=["S1", "S2"],
+        max_epochs=1,
+        batch_size=32,
+        min_epochs=0,
+        curriculum_epochs=1,
+        val_metric="loss",
+    )
     assert len(model.history) == 1 and np.isfinite(model.history[0]["train_loss"])
     backbone = {k: v for k, v in model.module.state_dict().items() if k == "gene_emb"}
     assert torch.equal(backbone["gene_emb"], net.gene_emb.detach())  # the pre-trained (frozen) table is used
@@ -97,8 +107,9 @@ def test_fit_accepts_the_checkpoint(pretrained):
 def test_ckpt_format_and_default_cache_path(tmp_path):
     from sthinge.io import load_cellfm
 
-    config = dataclasses.replace(st.models.CellFMConfig.from_preset("tiny", n_layers=2, d_model=32, n_heads=4),
-                                 name="t32")
+    config = dataclasses.replace(
+        st.models.CellFMConfig.from_preset("tiny", n_layers=2, d_model=32, n_heads=4), name="t32"
+    )
     net = pretrain_backbone(_table(), preset=config, max_steps=1, val_fraction=0.0, format="ckpt", batch_size=64)
     path = net.sthinge_path
     assert path.parent == st.settings.cachedir / "backbones" and path.name.startswith("t32-")
@@ -119,8 +130,15 @@ def _two_sections_with_missing_genes():
 
 
 def _train(table, seed=0):
-    net = pretrain_backbone(table, layer="lognorm", max_epochs=1, val_fraction=0.0, seed=seed,
-                            save=st.settings.cachedir / f"m{np.random.default_rng().integers(1 << 30)}.pt", **TINY)
+    net = pretrain_backbone(
+        table,
+        layer="lognorm",
+        max_epochs=1,
+        val_fraction=0.0,
+        seed=seed,
+        save=st.settings.cachedir / f"m{np.random.default_rng().integers(1 << 30)}.pt",
+        **TINY,
+    )
     return net.state_dict()
 
 
@@ -131,8 +149,9 @@ def test_missing_genes_are_out_of_inputs_and_loss():
     maps = [_var_to_vocab(table, vocab)]
     panel = [table.var_names[i] for i in range(table.n_vars)]  # synthetic symbols are in the vocabulary
     panel = sorted(panel, key=list(vocab).index)
-    corpus = _build_corpus([table], panel, maps, st._vocab.cellfm_gene_ids(panel), "lognorm", K.SECTION_KEY,
-                           K.VAR_SECTIONS)
+    corpus = _build_corpus(
+        [table], panel, maps, st._vocab.cellfm_gene_ids(panel), "lognorm", K.SECTION_KEY, K.VAR_SECTIONS
+    )
     cols = [panel.index(g) for g in table.var_names[:6]]
     groups = corpus.present[corpus.group]
     assert not groups[s2][:, cols].any() and groups[~s2].all()
@@ -176,8 +195,7 @@ def test_tables_with_different_genes_and_token_draws():
     vocab = st._vocab.cellfm_vocab()
     maps = [_var_to_vocab(t, vocab) for t in (a, b)]
     panel = sorted(set(a.var_names) | set(b.var_names), key=list(vocab).index)
-    corpus = _build_corpus([a, b], panel, maps, st._vocab.cellfm_gene_ids(panel), None, K.SECTION_KEY,
-                           K.VAR_SECTIONS)
+    corpus = _build_corpus([a, b], panel, maps, st._vocab.cellfm_gene_ids(panel), None, K.SECTION_KEY, K.VAR_SECTIONS)
     in_a = np.isin(panel, a.var_names)
     np.testing.assert_array_equal(corpus.present[corpus.group[0]], in_a)
     np.testing.assert_array_equal(corpus.present[corpus.group[-1]], np.isin(panel, b.var_names))
@@ -271,8 +289,7 @@ def test_her2st_sections_mark_unlisted_genes_missing(her2st_dir):
     vocab = st._vocab.cellfm_vocab()
     maps = [_var_to_vocab(table, vocab)]
     panel = sorted(maps[0], key=list(vocab).index)
-    corpus = _build_corpus([table], panel, maps, st._vocab.cellfm_gene_ids(panel), None, K.SECTION_KEY,
-                           K.VAR_SECTIONS)
+    corpus = _build_corpus([table], panel, maps, st._vocab.cellfm_gene_ids(panel), None, K.SECTION_KEY, K.VAR_SECTIONS)
     listed = table.var[K.VAR_SECTIONS].astype(str)
     for s in ("A1", "B1"):
         row = np.flatnonzero((table.obs[K.SECTION_KEY] == s).to_numpy())[0]
@@ -297,8 +314,9 @@ def test_fit_with_the_default_backbone(monkeypatch, tmp_path):
     sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=12, seed=0)
     st.pp.normalize(sdata)
     st.pp.select_genes(sdata, n_top=12, vocab="cellfm-80m")
-    model = st.tl.fit(sdata, backbone="default", embedding_key="synthetic_factors", max_epochs=1, min_epochs=0,
-                      batch_size=8, seed=0)
+    model = st.tl.fit(
+        sdata, backbone="default", embedding_key="synthetic_factors", max_epochs=1, min_epochs=0, batch_size=8, seed=0
+    )
     assert calls == [1]
     assert model.backbone_source["kind"] == "file" and model.backbone_source["path"] == str(path.resolve())
     ref = net.state_dict()

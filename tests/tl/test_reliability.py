@@ -23,8 +23,20 @@ EMB = "X_test"
 # the interruption point (epoch 2) and the validation loss is best at epoch 1, then worse (no early stop with
 # patience 3): the returned weights are the best ones kept by the early-stopping state, from before the interruption
 # (with the official code's loss, whose validation curve gives that shape here)
-FIT = dict(backbone="tiny", embedding_key=EMB, batch_size=16, lr=1e-2, min_epochs=0, curriculum_epochs=1,
-           val_metric="loss", milestones=(3,), gamma=0.5, patience=3, seed=0, loss_weight="revealed")
+FIT = dict(
+    backbone="tiny",
+    embedding_key=EMB,
+    batch_size=16,
+    lr=1e-2,
+    min_epochs=0,
+    curriculum_epochs=1,
+    val_metric="loss",
+    milestones=(3,),
+    gamma=0.5,
+    patience=3,
+    seed=0,
+    loss_weight="revealed",
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,10 +125,15 @@ def test_other_weight_loaders_never_unpickle_objects(loader, tmp_path):
 
     marker = tmp_path / "pwned.txt"
     path = tmp_path / "weights.pt"
-    torch.save({"model": {"gene_emb": torch.zeros(8, 4)}, "state_dict": {}, "config": {},
-                "evil": _CreatesFile(str(marker))}, path)
-    load = {"Hinge.from_pretrained": Hinge.from_pretrained, "load_official_hinge": load_official_hinge,
-            "pp.read_state_dict": read_state_dict}[loader]
+    torch.save(
+        {"model": {"gene_emb": torch.zeros(8, 4)}, "state_dict": {}, "config": {}, "evil": _CreatesFile(str(marker))},
+        path,
+    )
+    load = {
+        "Hinge.from_pretrained": Hinge.from_pretrained,
+        "load_official_hinge": load_official_hinge,
+        "pp.read_state_dict": read_state_dict,
+    }[loader]
     with pytest.raises((ValueError, pickle.UnpicklingError), match="(?i)weights_only|unsupported global"):
         load(path)
     assert not marker.exists()
@@ -126,8 +143,14 @@ def test_malicious_model_file_is_refused(tmp_path):
     marker = tmp_path / "pwned.txt"
     folder = tmp_path / "model"
     folder.mkdir()
-    payload = {"state_dict": {"gg": torch.arange(3)}, "config": {}, "backbone_config": {}, "var_names": ["A"],
-               "embedding_key": EMB, "evil": _CreatesFile(str(marker))}
+    payload = {
+        "state_dict": {"gg": torch.arange(3)},
+        "config": {},
+        "backbone_config": {},
+        "var_names": ["A"],
+        "embedding_key": EMB,
+        "evil": _CreatesFile(str(marker)),
+    }
     torch.save(payload, folder / "model.pt")
     for path in (folder, folder / "model.pt"):
         with pytest.raises(ValueError, match=r"Refusing to load .*model\.pt.*arbitrary Python objects"):
@@ -148,8 +171,10 @@ def test_malicious_backbone_file_is_refused(data, tmp_path):
 def test_malicious_resume_checkpoint_is_refused(data, tmp_path):
     marker = tmp_path / "pwned.txt"
     (tmp_path / "ckpt").mkdir()
-    torch.save({"state_dict": {}, "loops": {}, "optimizer_states": [], "lr_schedulers": [],
-                "evil": _CreatesFile(str(marker))}, tmp_path / "ckpt" / "last.ckpt")
+    torch.save(
+        {"state_dict": {}, "loops": {}, "optimizer_states": [], "lr_schedulers": [], "evil": _CreatesFile(str(marker))},
+        tmp_path / "ckpt" / "last.ckpt",
+    )
     with pytest.raises(ValueError, match=r"resume.*Refusing to load .*last\.ckpt"):
         st.tl.fit(data, **FIT, max_epochs=2, checkpoint_dir=tmp_path / "ckpt", resume=True)
     assert not marker.exists()
@@ -292,8 +317,15 @@ def test_resume_after_max_epochs_is_exact(data, uninterrupted, tmp_path):
 def _assert_same_checkpoint(a: Path, b: Path) -> None:
     """The state to continue from is the same too (weights, optimizer, scheduler, early stopping, generators)."""
     a, b = safe_torch_load(a), safe_torch_load(b)
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", "callbacks", "sthinge_rng", "sthinge_history",
-                "loops"):
+    for key in (
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "callbacks",
+        "sthinge_rng",
+        "sthinge_history",
+        "loops",
+    ):
         _assert_nested_equal(a[key], b[key], key)
 
 
@@ -436,8 +468,10 @@ def test_predict_halves_the_batch_on_oom(data, uninterrupted, monkeypatch, caplo
     np.testing.assert_array_equal(got.X, want.X)
     np.testing.assert_array_equal(got.layers["sthinge_std"], want.layers["sthinge_std"])
     messages = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
-    assert messages == ["GPU out of memory in predict: continuing with batch_size=32.",
-                        "GPU out of memory in predict: continuing with batch_size=16."]
+    assert messages == [
+        "GPU out of memory in predict: continuing with batch_size=32.",
+        "GPU out of memory in predict: continuing with batch_size=16.",
+    ]
 
 
 def test_predict_oom_at_batch_one_is_raised(data, uninterrupted, monkeypatch):

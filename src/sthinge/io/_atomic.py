@@ -79,11 +79,16 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
     except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if (isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-                and err.filename is not None and Path(os.fspath(err.filename)) == tmp):
+        if (
+            isinstance(err, OSError)
+            and err.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+            and err.filename is not None
+            and Path(os.fspath(err.filename)) == tmp
+        ):
             # name the destination, not the hidden temporary file beside it
-            raise PermissionError(err.errno, f"Cannot write {str(path)!r}: folder {str(parent)!r} is not writable "
-                                  f"({err.strerror})") from None
+            raise PermissionError(
+                err.errno, f"Cannot write {str(path)!r}: folder {str(parent)!r} is not writable ({err.strerror})"
+            ) from None
         raise
     if fsync:
         _fsync_path(parent, directory=True)

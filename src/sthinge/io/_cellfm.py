@@ -174,8 +174,10 @@ def _torch_state(obj: Any, source: str) -> tuple[dict[str, Any], dict[str, Any] 
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
         if not isinstance(obj.get("state_dict"), Mapping) or not isinstance(obj.get("config"), Mapping):
             raise ValueError(f"{source}: sthinge backbone file without a 'state_dict' and a 'config' dict.")
-        config = _parse_config({**obj["config"], "format": obj["format"],
-                                "format_version": obj.get("format_version", FORMAT_VERSION)}, source)
+        config = _parse_config(
+            {**obj["config"], "format": obj["format"], "format_version": obj.get("format_version", FORMAT_VERSION)},
+            source,
+        )
         return dict(obj["state_dict"]), config
     if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in _WRAPPERS:
@@ -194,7 +196,7 @@ def _torch_state(obj: Any, source: str) -> tuple[dict[str, Any], dict[str, Any] 
     if others:
         logg.warning(f"{source}: ignoring non-tensor entries {_listing(others)}.")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, None
 
 
@@ -229,8 +231,14 @@ def _read_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, str]
             raise ValueError(f"{source} is truncated or not a valid safetensors file ({err}).") from err
         config = None
         if metadata.get("format") == FORMAT_NAME:
-            config = _parse_config({**json.loads(metadata.get("config", "{}")), "format": FORMAT_NAME,
-                                    "format_version": metadata.get("format_version", FORMAT_VERSION)}, source)
+            config = _parse_config(
+                {
+                    **json.loads(metadata.get("config", "{}")),
+                    "format": FORMAT_NAME,
+                    "format_version": metadata.get("format_version", FORMAT_VERSION),
+                },
+                source,
+            )
     dropped = [k for k in state if _is_training_state(k)]
     for k in dropped:
         del state[k]
@@ -333,8 +341,13 @@ def _build_config(
     elif recorded is not None:
         base = dict(recorded)
     else:
-        match = [name for name, p in PRESETS.items() if name != "tiny" and (p.n_layers, p.d_model, p.vocab_size,
-                 p.st_tokens) == (dims["n_layers"], dims["d_model"], vocab_size, dims["st_tokens"])]
+        match = [
+            name
+            for name, p in PRESETS.items()
+            if name != "tiny"
+            and (p.n_layers, p.d_model, p.vocab_size, p.st_tokens)
+            == (dims["n_layers"], dims["d_model"], vocab_size, dims["st_tokens"])
+        ]
         base = {
             **dataclasses.asdict(CellFMConfig()),
             "n_heads": DEFAULT_N_HEADS,
@@ -342,8 +355,13 @@ def _build_config(
             **NUMERICS["cellfm"],
         }
     if recorded is None or preset is not None:
-        base.update(n_layers=dims["n_layers"], d_model=dims["d_model"], vocab_size=vocab_size,
-                    n_bins=dims["n_bins"], st_tokens=dims["st_tokens"])
+        base.update(
+            n_layers=dims["n_layers"],
+            d_model=dims["d_model"],
+            vocab_size=vocab_size,
+            n_bins=dims["n_bins"],
+            st_tokens=dims["st_tokens"],
+        )
     if n_heads is not None:
         base["n_heads"] = n_heads
     if numerics is not None:
@@ -369,19 +387,26 @@ def _check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], source: s
     if unexpected:
         problems.append(f"unexpected keys {_listing(unexpected)}")
     if problems and strict:
-        raise ValueError(f"{source} does not fit the CellFM module: " + "; ".join(problems) + "."
-                         + _not_cellfm_hint(state))
+        raise ValueError(
+            f"{source} does not fit the CellFM module: " + "; ".join(problems) + "." + _not_cellfm_hint(state)
+        )
     if problems:
-        logg.warning(f"{source}: " + "; ".join(problems) + " (strict=False: missing tensors keep their random init, "
-                     "unexpected ones are ignored).")
+        logg.warning(
+            f"{source}: " + "; ".join(problems) + " (strict=False: missing tensors keep their random init, "
+            "unexpected ones are ignored)."
+        )
     wrong = [
         f"{k} {list(state[k].shape)} (file) vs {list(v.shape)} (model)"
         for k, v in expected.items()
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        raise ValueError(f"{source}: {len(wrong)} tensor(s) have the wrong shape: " + "; ".join(wrong[:5])
-                         + ("; ..." if len(wrong) > 5 else "") + ".")
+        raise ValueError(
+            f"{source}: {len(wrong)} tensor(s) have the wrong shape: "
+            + "; ".join(wrong[:5])
+            + ("; ..." if len(wrong) > 5 else "")
+            + "."
+        )
     return missing
 
 
@@ -529,8 +554,15 @@ def save_cellfm(
     config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **dataclasses.asdict(model.config)}
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if format == "pt":
-        atomic_save({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                     "config": dataclasses.asdict(model.config), "state_dict": state}, path)
+        atomic_save(
+            {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "config": dataclasses.asdict(model.config),
+                "state_dict": state,
+            },
+            path,
+        )
     elif format == "ckpt":
         layernorms = {name for name, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
         tensors: dict[str, Any] = {_port_to_ms(k, layernorms): v for k, v in state.items()}
@@ -541,8 +573,11 @@ def save_cellfm(
             from safetensors.torch import save_file
         except ImportError as err:  # pragma: no cover - optional dependency
             raise ImportError("format='safetensors' needs the optional 'safetensors' package.") from err
-        metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-                    "config": json.dumps(dataclasses.asdict(model.config))}
+        metadata = {
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(dataclasses.asdict(model.config)),
+        }
         with atomic_write(path) as tmp:
             save_file({k: v.clone() for k, v in state.items()}, str(tmp), metadata=metadata)
     return path

@@ -77,8 +77,20 @@ def safe_torch_load(path: str | os.PathLike[str], *, map_location: Any = "cpu", 
         raise ValueError(f"{name!r} is truncated or not a valid PyTorch file: {_unpickler_detail(message)}") from err
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError, zipfile.BadZipFile,
-            UnicodeDecodeError, OverflowError, MemoryError, OSError) as err:
+    except (
+        RuntimeError,
+        EOFError,
+        KeyError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+        OSError,
+    ) as err:
         # a truncated zip can surface as OSError(EINVAL) from torch's reader
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         kind = type(err).__name__

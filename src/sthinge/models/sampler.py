@@ -201,7 +201,7 @@ def sample(
         Write draws max(0, μ + σ ε) into revealed genes (default for ``likelihood="gaussian"`` models) or the
         predicted mean (``False``; the only choice, and the default, for ``likelihood="point"``).
     return_variance
-        Also return the mixture-consistent predictive variance (last element of the result).
+        Also return the mixture-consistent predictive variance and mean (the last two elements of the result).
 
     Returns
     -------
@@ -218,6 +218,9 @@ def sample(
         max(0, N(μ_s, σ_s²)) (law of total variance). It estimates the same predictive variance as ``std²``, with
         less Monte-Carlo noise (Rao–Blackwellised: each sample's own draw noise is integrated out in closed form);
         for a point model, or ``draw=False``, v_s = 0, m_s = x̂₀ and it equals ``std²``.
+    mixture_mean
+        (n_spots, G) float32, only with ``return_variance``: mean_s m_s, the mean of that mixture. It estimates the
+        same predictive mean as ``mean`` without the draws' own noise (equal to ``mean`` for a point model).
     """
     schedule = _resolve(model, cond, schedule, n_samples)
     draw = _resolve_draw(model, draw)
@@ -229,6 +232,7 @@ def sample(
     amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
     out = torch.empty(n_spots, n_samples, G, dtype=torch.float32, device=cond.device)
     variance = torch.empty(n_spots, G, dtype=torch.float32, device=cond.device) if return_variance else None
+    mixture_mean = torch.empty(n_spots, G, dtype=torch.float32, device=cond.device) if return_variance else None
     if batch_size is None:
         batch_size = auto_batch_size(model, device)
     batches = list(_batches(n_spots, n_samples, batch_size))
@@ -265,10 +269,11 @@ def sample(
         if return_variance:
             cm, cv = cm.view(stop - start, n_samples, G), cv.view(stop - start, n_samples, G)
             variance[start:stop] = (cv.mean(dim=1) + cm.var(dim=1, correction=0)).to(variance.device)
+            mixture_mean[start:stop] = cm.mean(dim=1).to(mixture_mean.device)
     mean = out.mean(dim=1)
     std = out.std(dim=1, correction=0)
     result = (mean, std, out) if return_samples else (mean, std)
-    return (*result, variance) if return_variance else result
+    return (*result, variance, mixture_mean) if return_variance else result
 
 
 @torch.inference_mode()

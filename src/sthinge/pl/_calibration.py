@@ -46,9 +46,11 @@ def _named_tables(results: tuple, labels: Sequence[str] | None, by: str | None) 
         items = []
         for i, frame in enumerate(results):
             if not isinstance(frame, pd.DataFrame):
-                raise TypeError(f"`results` must be DataFrames of `tl.evaluate` / `tl.cross_validate` or one dict "
-                                f"{{method: DataFrame}}; got {type(frame).__name__} (the output of `tl.compare` is a "
-                                "test, not coverages).")
+                raise TypeError(
+                    f"`results` must be DataFrames of `tl.evaluate` / `tl.cross_validate` or one dict "
+                    f"{{method: DataFrame}}; got {type(frame).__name__} (the output of `tl.compare` is a "
+                    "test, not coverages)."
+                )
             methods = list(dict.fromkeys(frame[by].astype(str))) if by is not None and by in frame.columns else []
             if len(methods) > 1:  # e.g. pd.concat of several cross-validations
                 prefix = f"{labels[i]}: " if labels is not None else ""
@@ -79,7 +81,7 @@ def _empirical(frame: pd.DataFrame, column: str) -> float:
     if not ok.any():
         return float("nan")
     if {"n_spots", "n_genes"} <= set(frame.columns):
-        w = (pd.to_numeric(frame["n_spots"], errors="coerce") * pd.to_numeric(frame["n_genes"], errors="coerce"))
+        w = pd.to_numeric(frame["n_spots"], errors="coerce") * pd.to_numeric(frame["n_genes"], errors="coerce")
         w = w.to_numpy(dtype=float)
         if np.isfinite(w[ok]).all() and w[ok].sum() > 0:
             return float(np.average(values[ok], weights=w[ok]))
@@ -160,8 +162,11 @@ def calibration(
         cols = columns[name]
         x = [lv for lv in chosen if lv in cols]
         y = [_empirical(frame, cols[lv]) for lv in x]
-        how = (list(dict.fromkeys(frame["interval_method"].dropna().astype(str)))
-               if "interval_method" in frame.columns else [])
+        how = (
+            list(dict.fromkeys(frame["interval_method"].dropna().astype(str)))
+            if "interval_method" in frame.columns
+            else []
+        )
         label = f"{name} ({how[0]})" if len(how) == 1 else name
         ax.plot(x, y, marker="o", color=f"C{i % 10}", label=label, zorder=3)
     ax.set_xlim(0, 1)

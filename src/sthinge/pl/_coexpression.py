@@ -88,8 +88,16 @@ def coexpression(
 
     from sthinge.tl._evaluate import coexpression as _coexpression
 
-    co = _coexpression(data, pred_key=pred_key, genes=genes, section=section, method=method,
-                       truth_layer=truth_layer, section_key=section_key, table_key=table_key)
+    co = _coexpression(
+        data,
+        pred_key=pred_key,
+        genes=genes,
+        section=section,
+        method=method,
+        truth_layer=truth_layer,
+        section_key=section_key,
+        table_key=table_key,
+    )
     order = _cluster_order(co.truth.to_numpy()) if cluster else np.arange(len(co.genes))
     names = [co.genes[i] for i in order]
     if ax is None:
@@ -101,8 +109,7 @@ def coexpression(
         fig = axes[0].figure
     im = None
     for a, (label, matrix) in zip(axes, (("measured", co.truth), (f"predicted mean ({pred_key})", co.pred))):
-        im = a.imshow(matrix.to_numpy()[np.ix_(order, order)], cmap=cmap, vmin=-1.0, vmax=1.0,
-                      interpolation="nearest")
+        im = a.imshow(matrix.to_numpy()[np.ix_(order, order)], cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
         a.set_title(label)
         if len(names) <= _MAX_LABELS:
             a.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
@@ -114,6 +121,10 @@ def coexpression(
     fig.colorbar(im, ax=list(axes), shrink=0.8, label=f"{method.capitalize()} correlation between genes across spots")
     where = f"section {co.section}" if co.section is not None else f"{co.n_spots} spots"
     fig.suptitle(f"Co-expression ({where}): similarity r = {co.similarity:.3f}, RMSE = {co.rmse:.3f}")
-    fig.supxlabel("The predicted mean averages many samples, so it is smoother than the measurement and its genes "
-                  "correlate more strongly (blocks near \N{PLUS-MINUS SIGN}1).", fontsize=8, color="0.3")
+    fig.supxlabel(
+        "The predicted mean averages many samples, so it is smoother than the measurement and its genes "
+        "correlate more strongly (blocks near \N{PLUS-MINUS SIGN}1).",
+        fontsize=8,
+        color="0.3",
+    )
     return fig

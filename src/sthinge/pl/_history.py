@@ -95,6 +95,15 @@ def history(
         h2, l2 = twin.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     # above the axes, outside them: inside, it covered the learning-rate line
-    ax.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.0, 1.01, 1.0, 0.1), mode="expand",
-              ncols=min(len(labels), 4), borderaxespad=0.0, frameon=False, fontsize=9)
+    ax.legend(
+        handles,
+        labels,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01, 1.0, 0.1),
+        mode="expand",
+        ncols=min(len(labels), 4),
+        borderaxespad=0.0,
+        frameon=False,
+        fontsize=9,
+    )
     return fig

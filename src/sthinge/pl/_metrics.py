@@ -80,15 +80,16 @@ def metrics(
     values = pd.to_numeric(frame[metric], errors="coerce")
     shown = values[groups.isin(order)]
     if not shown.notna().any():
-        raise ValueError(f"`table` column {metric!r} holds no numeric value in the groups {order} (all missing or "
-                         "not numbers): there is nothing to plot.")
+        raise ValueError(
+            f"`table` column {metric!r} holds no numeric value in the groups {order} (all missing or "
+            "not numbers): there is nothing to plot."
+        )
 
     fig, (ax,) = _axes_grid(1, 1, ax, panel_size=(1.2 + 1.1 * len(order), 4.0), figsize=figsize)
     data = [values[groups == o].dropna().to_numpy() for o in order]
     rng = np.random.default_rng(0)
     if kind == "box":
-        ax.boxplot(data, positions=np.arange(len(order)), widths=0.5, showfliers=False,
-                   medianprops={"color": "black"})
+        ax.boxplot(data, positions=np.arange(len(order)), widths=0.5, showfliers=False, medianprops={"color": "black"})
     else:
         for i, d in enumerate(data):
             if d.size:

@@ -35,8 +35,9 @@ def _has_prediction(data, key: str) -> bool:
     return isinstance(getattr(data, "obsm", {}).get(key), pd.DataFrame)
 
 
-def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth_layer: str | None,
-                table_key: str | None):
+def _key_values(
+    data, keys: list[str], genes: list[str], *, pred_key: str, truth_layer: str | None, table_key: str | None
+):
     """Return ``(source table, {key: (rows, (n, G) values)}, {key: (kind, prediction, transform)})``.
 
     Rows are positions in the source table; kind is ``"truth"``, ``"mean"``, ``"std"``, ``"error"`` or
@@ -50,8 +51,9 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
 
     def load(key: str, need_truth: bool = False):
         if key not in loaded or (need_truth and loaded[key].truth is None):
-            loaded[key] = _load_prediction(data, key, genes=genes, truth_layer=truth_layer, table_key=table_key,
-                                           need_truth=need_truth)
+            loaded[key] = _load_prediction(
+                data, key, genes=genes, truth_layer=truth_layer, table_key=table_key, need_truth=need_truth
+            )
         return loaded[key]
 
     # resolve every key before drawing anything
@@ -69,8 +71,10 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
             plan.append((key, "std", key[: -len(K.STD_SUFFIX)]))
         elif (width := _WIDTH_KEY.match(key)) and _has_prediction(data, width["base"]):
             if not 0 < float(width["label"]) < 100:
-                raise KeyError(f"`keys`: {key!r} asks for the interval width at {width['label']} %; the level must lie "
-                               "strictly between 0 and 100 (e.g. '<prediction>_width90').")
+                raise KeyError(
+                    f"`keys`: {key!r} asks for the interval width at {width['label']} %; the level must lie "
+                    "strictly between 0 and 100 (e.g. '<prediction>_width90')."
+                )
             plan.append((key, f"width{width['label']}", width["base"]))
         else:
             raise KeyError(
@@ -95,8 +99,9 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
             level = float(kind.removeprefix("width")) / 100.0
             found = _intervals(p, [level]) if _has_uncertainty(p) else {}
             if not found:
-                raise KeyError(f"`keys`: the prediction {base!r} has no std, samples or quantile layers for an "
-                               f"interval ({key!r}).")
+                raise KeyError(
+                    f"`keys`: the prediction {base!r} has no std, samples or quantile layers for an interval ({key!r})."
+                )
             lo, hi, _ = found[level]
             out[key] = (p.rows, hi - lo)
         else:
@@ -117,8 +122,13 @@ def _key_values(data, keys: list[str], genes: list[str], *, pred_key: str, truth
         out["truth"] = (np.arange(source.n_obs), _dense(matrix[:, source.var_names.get_indexer(genes)]))
         norm = source.uns.get(K.UNS_NORMALIZE)
         norm = norm if isinstance(norm, dict) else {}
-        transform = (norm.get("transform") if layer == norm.get("key_added") else
-                     info.get("transform") if layer == (info.get("training_layer") or None) else "")
+        transform = (
+            norm.get("transform")
+            if layer == norm.get("key_added")
+            else info.get("transform")
+            if layer == (info.get("training_layer") or None)
+            else ""
+        )
         meta["truth"] = ("truth", None, str(transform or ""))
     return source, {k: out[k] for k in keys}, {k: meta[k] for k in keys}
 
@@ -159,8 +169,9 @@ def _to_rgb(arr) -> np.ndarray:
 
 def _section_image(data, source, section: str):
     """``(rgb, extent)`` of the section's H&E in the pixel frame of ``obsm["spatial"]``, or ``None``."""
-    info = source.uns.get(K.UNS_SECTIONS, {}).get(section, {}) if isinstance(source.uns.get(K.UNS_SECTIONS),
-                                                                             dict) else {}
+    info = (
+        source.uns.get(K.UNS_SECTIONS, {}).get(section, {}) if isinstance(source.uns.get(K.UNS_SECTIONS), dict) else {}
+    )
     if _is_spatialdata(data):
         name = info.get("image") or f"{section}{K.IMAGE_SUFFIX}"
         if name not in data.images:
@@ -311,23 +322,33 @@ def spatial(
         raise ValueError(f"`size` must be a positive number, got {size!r}.")
     if ncols is not None and (not isinstance(ncols, int) or ncols < 1):
         raise ValueError(f"`ncols` must be a positive integer, got {ncols!r}.")
-    if (isinstance(img_alpha, bool) or not isinstance(img_alpha, numbers.Real) or not math.isfinite(img_alpha)
-            or not 0 <= img_alpha <= 1):
+    if (
+        isinstance(img_alpha, bool)
+        or not isinstance(img_alpha, numbers.Real)
+        or not math.isfinite(img_alpha)
+        or not 0 <= img_alpha <= 1
+    ):
         raise ValueError(f"`img_alpha` must be a number in [0, 1], got {img_alpha!r}.")
     for name, limit in (("vmin", vmin), ("vmax", vmax)):
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Real)
-                                  or not math.isfinite(limit)):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not math.isfinite(limit)
+        ):
             raise ValueError(f"`{name}` must be a finite number or None, got {limit!r}.")
     if vmin is not None and vmax is not None and not vmin < vmax:
         raise ValueError(f"`vmin` ({vmin}) must be smaller than `vmax` ({vmax}).")
-    source, values, meta = _key_values(data, keys, genes, pred_key=pred_key, truth_layer=truth_layer,
-                                       table_key=table_key)
+    source, values, meta = _key_values(
+        data, keys, genes, pred_key=pred_key, truth_layer=truth_layer, table_key=table_key
+    )
 
     # ---- the section -----------------------------------------------------------------------------------------
-    labels = (source.obs[section_key].astype(str).to_numpy() if section_key in source.obs
-              else np.full(source.n_obs, "all", dtype=object))
-    covered = np.unique(np.concatenate([rows for k, (rows, _) in values.items() if k != "truth"] or
-                                       [values["truth"][0]]))
+    labels = (
+        source.obs[section_key].astype(str).to_numpy()
+        if section_key in source.obs
+        else np.full(source.n_obs, "all", dtype=object)
+    )
+    covered = np.unique(
+        np.concatenate([rows for k, (rows, _) in values.items() if k != "truth"] or [values["truth"][0]])
+    )
     available = list(dict.fromkeys(labels[covered]))
     if section is None:
         section = available[0]
@@ -373,8 +394,10 @@ def spatial(
         lo, hi = _robust_limits(pooled)
         shared_norm = Normalize(lo if vmin is None else float(vmin), hi if vmax is None else float(vmax))
         if shared_norm.vmin >= shared_norm.vmax:  # one limit given beyond the data's other end
-            shared_norm = Normalize(float(vmin) if vmin is not None else shared_norm.vmax - 1.0,
-                                    float(vmax) if vmax is not None else shared_norm.vmin + 1.0)
+            shared_norm = Normalize(
+                float(vmin) if vmin is not None else shared_norm.vmax - 1.0,
+                float(vmax) if vmax is not None else shared_norm.vmin + 1.0,
+            )
         for key in keys:
             a = axes[i]
             i += 1
@@ -383,8 +406,16 @@ def spatial(
             if image is not None:
                 a.imshow(image[0], extent=image[1], interpolation="bilinear", alpha=float(img_alpha))
             coll = EllipseCollection(
-                widths=2 * radius, heights=2 * radius, angles=0, units="xy", offsets=xy,
-                offset_transform=a.transData, cmap=cmap, norm=norm, linewidths=_EDGE_WIDTH, edgecolors=_EDGE,
+                widths=2 * radius,
+                heights=2 * radius,
+                angles=0,
+                units="xy",
+                offsets=xy,
+                offset_transform=a.transData,
+                cmap=cmap,
+                norm=norm,
+                linewidths=_EDGE_WIDTH,
+                edgecolors=_EDGE,
             )
             coll.set_array(np.ma.masked_invalid(v))
             a.add_collection(coll)
@@ -436,6 +467,11 @@ def _colorbar_label(kind: str, transform: str) -> str:
     unit = _UNITS.get(transform, transform.replace("_", " ") if transform else "")
     if kind in ("truth", "mean"):
         return f"expression ({unit})" if unit else "expression"
-    what = ("SD over samples" if kind == "std" else "upper - lower bound" if kind.startswith("width")
-            else "|predicted - measured|")
+    what = (
+        "SD over samples"
+        if kind == "std"
+        else "upper - lower bound"
+        if kind.startswith("width")
+        else "|predicted - measured|"
+    )
     return f"{what} ({unit})" if unit else what

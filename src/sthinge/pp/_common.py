@@ -43,9 +43,12 @@ def _copy_data(data: AnnData | SpatialData) -> AnnData | SpatialData:
 
     extra = {"attrs": _copy.deepcopy(dict(data.attrs))} if getattr(data, "attrs", None) is not None else {}
     return SpatialData(
-        images=dict(data.images), labels=dict(data.labels), points=dict(data.points),
+        images=dict(data.images),
+        labels=dict(data.labels),
+        points=dict(data.points),
         shapes={k: deepcopy(v) for k, v in data.shapes.items()},
-        tables={k: v.copy() for k, v in data.tables.items()}, **extra,
+        tables={k: v.copy() for k, v in data.tables.items()},
+        **extra,
     )
 
 

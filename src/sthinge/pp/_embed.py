@@ -31,8 +31,10 @@ def _check_weights(encoder, weights) -> None:
                 raise FileNotFoundError(f"`weights['{k}']` file {str(weights[k])!r} does not exist.")
     elif encoder in ("uni", "conch"):
         if weights is None:
-            raise ValueError(f"encoder {encoder!r} needs `weights=`: the path of the published pytorch_model.bin "
-                             "(gated download from the authors; sthinge never downloads weights).")
+            raise ValueError(
+                f"encoder {encoder!r} needs `weights=`: the path of the published pytorch_model.bin "
+                "(gated download from the authors; sthinge never downloads weights)."
+            )
         if not isinstance(weights, str | os.PathLike):
             raise TypeError(f"`weights` must be a path, got {type(weights).__name__}.")
         if not os.path.isfile(os.path.expanduser(weights)):
@@ -180,8 +182,10 @@ def embed_histology(
             import timm
 
             if not timm.list_models(encoder):
-                raise ValueError(f"Unknown `encoder` {encoder!r}: expected one of {list(E.BUILTIN)}, a timm model "
-                                 "name or a torch.nn.Module.")
+                raise ValueError(
+                    f"Unknown `encoder` {encoder!r}: expected one of {list(E.BUILTIN)}, a timm model "
+                    "name or a torch.nn.Module."
+                )
         _check_weights(encoder, weights)
     else:
         raise TypeError(f"`encoder` must be a string or a torch.nn.Module, got {type(encoder).__name__}.")
@@ -199,8 +203,10 @@ def embed_histology(
 
     source, table, copied = _table_for(data, table_key, copy)
     if key_added == K.SPATIAL_KEY:
-        raise ValueError(f"`key_added` {key_added!r} names the spot coordinates `obsm['spatial']`; they are never "
-                         "replaced. Choose another name.")
+        raise ValueError(
+            f"`key_added` {key_added!r} names the spot coordinates `obsm['spatial']`; they are never "
+            "replaced. Choose another name."
+        )
     labels = _section_labels(source, section_key)
     if _is_spatialdata(data):
         groups = _tiles.groups_from_spatialdata(
@@ -231,8 +237,10 @@ def embed_histology(
             levels[g.section] = level
             up = read_size / (window / g.mpp / max(g.image.factors[level]))
             if up > 2.0:
-                logg.warning(f"section {g.section!r}: tiles are upsampled {up:.1f}x (image resolution is coarser "
-                             "than the encoder's input); consider a higher-resolution image.")
+                logg.warning(
+                    f"section {g.section!r}: tiles are upsampled {up:.1f}x (image resolution is coarser "
+                    "than the encoder's input); consider a higher-resolution image."
+                )
             for rows, crops in _tiles.iter_crops(g, window, read_size, batch_size, num_workers):
                 feats = []
                 for enc in encoders:
@@ -253,8 +261,9 @@ def embed_histology(
     settings_out = {
         "encoder": name,
         "weights": (
-            {k: str(v) for k, v in weights.items()} if isinstance(weights, Mapping) else
-            (None if weights is None else str(weights))
+            {k: str(v) for k, v in weights.items()}
+            if isinstance(weights, Mapping)
+            else (None if weights is None else str(weights))
         ),
         "dim": int(dim),
         "dims": [int(e.dim) for e in encoders],

@@ -101,8 +101,11 @@ def check_keys(expected: dict, sd: dict, *, what: str, path, ignore: tuple[str, 
     """``ValueError`` naming missing / unexpected / mis-shaped keys of ``sd`` against ``expected``."""
     unexpected = [k for k in sd if k not in expected and not k.startswith(ignore)]
     missing = [k for k in expected if k not in sd]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -125,8 +128,9 @@ def build_and_load(build: Callable, sd: dict, *, what: str, path, ignore: tuple[
         model = build()
     expected = model.state_dict()
     check_keys(expected, sd, what=what, path=path, ignore=ignore)
-    model.load_state_dict({k: sd[k].to(torch.float32) if sd[k].is_floating_point() else sd[k] for k in expected},
-                          strict=True, assign=True)
+    model.load_state_dict(
+        {k: sd[k].to(torch.float32) if sd[k].is_floating_point() else sd[k] for k in expected}, strict=True, assign=True
+    )
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):  # non-persistent buffers: build for real
         real = build()
         real.load_state_dict({k: sd[k] for k in expected}, strict=True)
@@ -146,10 +150,10 @@ def build_uni(**overrides):
 
 def uni_encoder(weights, **overrides) -> Encoder:
     sd = read_state_dict(weights)
-    model = build_and_load(lambda: build_uni(**overrides), sd, path=weights,
-                           what="UNI (timm vit_large_patch16_224, init_values=1e-5)")
-    return Encoder("uni", model.eval(), 224, int(model.num_features), IMAGENET_MEAN, IMAGENET_STD,
-                   weights=str(weights))
+    model = build_and_load(
+        lambda: build_uni(**overrides), sd, path=weights, what="UNI (timm vit_large_patch16_224, init_values=1e-5)"
+    )
+    return Encoder("uni", model.eval(), 224, int(model.num_features), IMAGENET_MEAN, IMAGENET_STD, weights=str(weights))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -178,8 +182,9 @@ def _conch_classes():
     class ConchVision(nn.Module):
         """CONCH's image tower (contrastive branch): ViT-B/16 trunk at 448 px + attentional pooler -> 512-d."""
 
-        def __init__(self, embed_dim: int = CONCH_EMBED_DIM, trunk_kwargs: dict | None = None,
-                     project: bool = False) -> None:
+        def __init__(
+            self, embed_dim: int = CONCH_EMBED_DIM, trunk_kwargs: dict | None = None, project: bool = False
+        ) -> None:
             super().__init__()
             import timm
 
@@ -207,17 +212,30 @@ def build_conch_vision(**kwargs):
 
 def conch_encoder(weights, *, project: bool = False, **trunk_overrides) -> Encoder:
     sd = read_state_dict(weights)
-    visual = {k[len("visual."):]: v for k, v in sd.items() if k.startswith("visual.")}
+    visual = {k[len("visual.") :]: v for k, v in sd.items() if k.startswith("visual.")}
     if not visual:
         raise ValueError(
             f"`weights` {str(weights)!r} holds no 'visual.*' key: expected CONCH's pytorch_model.bin (the whole CoCa "
             f"state dict); found keys such as {list(sd)[:5]}."
         )
-    ignore = tuple(p[len("visual."):] for p in CONCH_IGNORED_VISUAL)
-    model = build_and_load(lambda: build_conch_vision(trunk_kwargs=trunk_overrides or None, project=project),
-                           visual, what="CONCH vision tower (visual.*)", path=weights, ignore=ignore)
-    return Encoder("conch", model.eval(), CONCH_IMG_SIZE, CONCH_EMBED_DIM, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
-                   weights=str(weights), extra={"output": "projected+normalised" if project else "ln_contrast"})
+    ignore = tuple(p[len("visual.") :] for p in CONCH_IGNORED_VISUAL)
+    model = build_and_load(
+        lambda: build_conch_vision(trunk_kwargs=trunk_overrides or None, project=project),
+        visual,
+        what="CONCH vision tower (visual.*)",
+        path=weights,
+        ignore=ignore,
+    )
+    return Encoder(
+        "conch",
+        model.eval(),
+        CONCH_IMG_SIZE,
+        CONCH_EMBED_DIM,
+        OPENAI_CLIP_MEAN,
+        OPENAI_CLIP_STD,
+        weights=str(weights),
+        extra={"output": "projected+normalised" if project else "ln_contrast"},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -236,17 +254,32 @@ def timm_encoder(name: str, weights) -> Encoder:
             "`weights='random'` to use random weights on purpose (e.g. for testing)."
         )
     if isinstance(weights, str) and weights == "random":
-        warnings.warn(f"encoder {name!r} uses RANDOM weights (`weights='random'`): features carry no histology "
-                      "knowledge.", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"encoder {name!r} uses RANDOM weights (`weights='random'`): features carry no histology knowledge.",
+            UserWarning,
+            stacklevel=3,
+        )
         model = timm.create_model(name, pretrained=False, num_classes=0)
     else:
         sd = read_state_dict(weights)
-        model = build_and_load(lambda: timm.create_model(name, pretrained=False, num_classes=0), sd,
-                               what=f"timm {name}", path=weights, ignore=("head.", "fc.", "classifier."))
+        model = build_and_load(
+            lambda: timm.create_model(name, pretrained=False, num_classes=0),
+            sd,
+            what=f"timm {name}",
+            path=weights,
+            ignore=("head.", "fc.", "classifier."),
+        )
     cfg = timm.data.resolve_model_data_config(model)
     size = int(cfg["input_size"][-1])
-    return Encoder(name, model.eval(), size, int(model.num_features), tuple(cfg["mean"]), tuple(cfg["std"]),
-                   weights=None if weights == "random" else str(weights))
+    return Encoder(
+        name,
+        model.eval(),
+        size,
+        int(model.num_features),
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        weights=None if weights == "random" else str(weights),
+    )
 
 
 def module_encoder(module, *, input_size: int, transform: Callable | None) -> Encoder:
@@ -259,9 +292,15 @@ def module_encoder(module, *, input_size: int, transform: Callable | None) -> En
         out = module(transform(probe) if transform is not None else probe)
     if out.ndim != 2:
         raise ValueError(f"The `encoder` module must return (batch, dim) features; got shape {tuple(out.shape)}.")
-    return Encoder(type(module).__name__, module, input_size, int(out.shape[1]),
-                   None if transform is not None else IMAGENET_MEAN, None if transform is not None else IMAGENET_STD,
-                   transform=transform)
+    return Encoder(
+        type(module).__name__,
+        module,
+        input_size,
+        int(out.shape[1]),
+        None if transform is not None else IMAGENET_MEAN,
+        None if transform is not None else IMAGENET_STD,
+        transform=transform,
+    )
 
 
 def he_stats() -> Encoder:
@@ -269,5 +308,6 @@ def he_stats() -> Encoder:
 
     module = _he_stats.he_stats_encoder()
     names = _he_stats.feature_names()
-    return Encoder("he-stats", module, _he_stats.INPUT_SIZE, len(names), window_factor=_he_stats.WINDOW_FACTOR,
-                   feature_names=names)
+    return Encoder(
+        "he-stats", module, _he_stats.INPUT_SIZE, len(names), window_factor=_he_stats.WINDOW_FACTOR, feature_names=names
+    )

@@ -213,9 +213,7 @@ def select_genes(
         _check_no_repeats("train_sections", train)
         unknown = [s for s in train if s not in all_sections]
         if unknown:
-            raise ValueError(
-                f"`train_sections` {unknown} not found in obs[{section_key!r}]; sections: {all_sections}."
-            )
+            raise ValueError(f"`train_sections` {unknown} not found in obs[{section_key!r}]; sections: {all_sections}.")
 
     # symbols
     if gene_symbols is not None:

@@ -29,8 +29,13 @@ def _image_mpp(sdata, image_key: str) -> float | None:
 
 def _check_element_names(sdata, *, key_added: str, table_key_added: str, overwrite) -> None:
     """Where ``make_grid`` writes: no clash with an element of another type; an existing grid only with overwrite."""
-    elements = {"image": sdata.images, "labels": sdata.labels, "points": sdata.points, "shapes": sdata.shapes,
-                "table": sdata.tables}
+    elements = {
+        "image": sdata.images,
+        "labels": sdata.labels,
+        "points": sdata.points,
+        "shapes": sdata.shapes,
+        "table": sdata.tables,
+    }
     for arg, name, own in (("key_added", key_added, "shapes"), ("table_key_added", table_key_added, "table")):
         for kind, items in elements.items():
             for existing in items:
@@ -48,10 +53,14 @@ def _check_element_names(sdata, *, key_added: str, table_key_added: str, overwri
                 f"`key_added` {key_added!r} names shapes that table {tname!r} annotates; replacing them would detach "
                 "that table from its spots. Choose another name."
             )
-    _check_overwrite(f"`key_added` {key_added!r}: the shapes element {key_added!r}", key_added in sdata.shapes,
-                     overwrite)
-    _check_overwrite(f"`table_key_added` {table_key_added!r}: the table {table_key_added!r}",
-                     table_key_added in sdata.tables, overwrite)
+    _check_overwrite(
+        f"`key_added` {key_added!r}: the shapes element {key_added!r}", key_added in sdata.shapes, overwrite
+    )
+    _check_overwrite(
+        f"`table_key_added` {table_key_added!r}: the table {table_key_added!r}",
+        table_key_added in sdata.tables,
+        overwrite,
+    )
 
 
 def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float, float]]:
@@ -183,8 +192,11 @@ def make_grid(
         raise KeyError(f"`image_key` {image_key!r} not found; images: {list(data.images.keys())}.")
     spacing_um = _check_float("spacing_um", spacing_um, low=0.0, low_open=True)
     diameter_arg = "`spot_diameter_um`" + ("" if spot_diameter_um is not None else " (by default `spacing_um`)")
-    spot_diameter_um = spacing_um if spot_diameter_um is None else _check_float(
-        "spot_diameter_um", spot_diameter_um, low=0.0, low_open=True)
+    spot_diameter_um = (
+        spacing_um
+        if spot_diameter_um is None
+        else _check_float("spot_diameter_um", spot_diameter_um, low=0.0, low_open=True)
+    )
     tissue_only = _check_bool("tissue_only", tissue_only)
     inplace = _check_bool("inplace", inplace)
     if mpp is None:
@@ -198,8 +210,7 @@ def make_grid(
     key_added = _check_key("key_added", key_added, optional=True) or f"{section}{K.GRID_SUFFIX}"
     table_key_added = _check_key("table_key_added", table_key_added, optional=True) or f"{key_added}_table"
     if table_key_added.lower() == key_added.lower():
-        raise ValueError(f"`table_key_added` and `key_added` are both {key_added!r}; SpatialData needs distinct "
-                         "names.")
+        raise ValueError(f"`table_key_added` and `key_added` are both {key_added!r}; SpatialData needs distinct names.")
     if not inplace:  # the new object holds the image, the shapes and the table
         _check_bool("overwrite", overwrite)
         for arg, name in (("key_added", key_added), ("table_key_added", table_key_added)):
@@ -237,7 +248,7 @@ def make_grid(
             area = float(raw.sum()) * fy * fx * mpp * mpp / 1e6
             raise ValueError(
                 f"`spacing_um`={spacing_um:g} is too large for the tissue of {image_key!r} (about {area:.3g} mm² in "
-                f"all; image {size_um}): pieces of tissue smaller than four grid cells ({4e-6 * spacing_um ** 2:.3g} "
+                f"all; image {size_um}): pieces of tissue smaller than four grid cells ({4e-6 * spacing_um**2:.3g} "
                 "mm²) are ignored and no grid point falls on the rest. Use a smaller `spacing_um`, or "
                 "`tissue_only=False` to cover the whole image."
             )
@@ -246,8 +257,11 @@ def make_grid(
     n = len(xy)
     transformations = get_transformation(data.images[image_key], get_all=True)
     shapes = ShapesModel.parse(
-        xy.astype(float), geometry=0, radius=np.full(n, spot_diameter_um / 2 / mpp),
-        index=pd.Index(np.arange(n), name=K.INSTANCE_KEY), transformations=dict(transformations),
+        xy.astype(float),
+        geometry=0,
+        radius=np.full(n, spot_diameter_um / 2 / mpp),
+        index=pd.Index(np.arange(n), name=K.INSTANCE_KEY),
+        transformations=dict(transformations),
     )
     obs = pd.DataFrame(
         {
@@ -262,14 +276,19 @@ def make_grid(
     adata = ad.AnnData(X=sp.csr_matrix((n, 0), dtype=np.float32), obs=obs)
     adata.obsm[K.SPATIAL_KEY] = xy.astype(float)
     adata.uns[K.UNS_SECTIONS] = {
-        section: {"mpp": float(mpp), "spot_diameter_um": float(spot_diameter_um), "image": image_key,
-                  "shapes": key_added}
+        section: {
+            "mpp": float(mpp),
+            "spot_diameter_um": float(spot_diameter_um),
+            "image": image_key,
+            "shapes": key_added,
+        }
     }
     table = TableModel.parse(adata, region=key_added, region_key=K.REGION_KEY, instance_key=K.INSTANCE_KEY)
     logg.info(f"make_grid: {n} pseudo-spots every {spacing_um:g} µm on {image_key!r}.")
     if not inplace:
-        return SpatialData(images={image_key: data.images[image_key]}, shapes={key_added: shapes},
-                           tables={table_key_added: table})
+        return SpatialData(
+            images={image_key: data.images[image_key]}, shapes={key_added: shapes}, tables={table_key_added: table}
+        )
     if key_added in data.shapes or table_key_added in data.tables:  # allowed by `overwrite=True` (checked above)
         logg.info(f"make_grid: replacing the existing shapes {key_added!r} / table {table_key_added!r}.")
     data.shapes[key_added] = shapes

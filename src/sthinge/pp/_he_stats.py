@@ -115,7 +115,7 @@ def _build():
             sat = (mx - mn) / mx.clamp_min(1e-3)
             od_sum = od.sum(1, keepdim=True)
             tissue = ((od_sum > 0.25) | (sat > 0.1)).float()
-            gray = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
+            gray = 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
             h = hed[:, :1]
             nuclei = (h > NUCLEI_H_THRESHOLD).float()
 
@@ -134,6 +134,7 @@ def _build():
             locvar = (self._conv(gray * gray, self.box5, 2) - mean5**2).clamp_min(0.0)
             log_h2 = -self._conv(blur(h, self.g2), self.lap, 1) * 4.0
             log_h4 = -self._conv(blur(h, self.g4), self.lap, 1) * 16.0
+
             def gabor(x):
                 g = self._conv(x, self.gabor, self.gabor.shape[-1] // 2)  # (B, 8, n, n)
                 return torch.sqrt(g[:, 0::2] ** 2 + g[:, 1::2] ** 2 + 1e-12)  # (B, 4, n, n)
@@ -144,8 +145,24 @@ def _build():
             aniso4 = (e4.max(1, keepdim=True).values - e4.min(1, keepdim=True).values) / (gabor4 + 1e-3)
             aniso8 = (e8.max(1, keepdim=True).values - e8.min(1, keepdim=True).values) / (gabor8 + 1e-3)
             maps = torch.cat(
-                [rgb, sat, od_sum, tissue, hed, nuclei, grad1, grad2, locvar, log_h2, log_h4,
-                 gabor4, gabor8, aniso4, aniso8], dim=1,
+                [
+                    rgb,
+                    sat,
+                    od_sum,
+                    tissue,
+                    hed,
+                    nuclei,
+                    grad1,
+                    grad2,
+                    locvar,
+                    log_h2,
+                    log_h4,
+                    gabor4,
+                    gabor8,
+                    aniso4,
+                    aniso8,
+                ],
+                dim=1,
             ).flatten(2)  # (B, M, N*N)
             w = torch.cat([self.masks, torch.ones_like(self.masks[:1])])  # (4, N*N): disc, ring1, ring2, all
             w = w / w.sum(1, keepdim=True)

@@ -86,8 +86,10 @@ def normalize(
     allow_non_integer = _check_bool("allow_non_integer", allow_non_integer)
     source, table, copied = _table_for(data, table_key, copy)
     if layer is not None and key_added == layer:
-        raise ValueError(f"`key_added` {key_added!r} names the layer holding the counts (`layer`); it is never "
-                         "replaced. Choose another name.")
+        raise ValueError(
+            f"`key_added` {key_added!r} names the layer holding the counts (`layer`); it is never "
+            "replaced. Choose another name."
+        )
     if not copy:
         _check_overwrite(f"`key_added` {key_added!r}: `layers[{key_added!r}]`", key_added in source.layers, overwrite)
     if source.n_obs == 0 or source.n_vars == 0:

@@ -115,8 +115,16 @@ def _negative_error(name: str, dtype, vmin: float, where: str) -> ValueError:
     )
 
 
-def pixel_range(name: str, dtype, vmin: float | None = None, vmax: float | None = None, *, n_nan: int = 0,
-                n_inf: int = 0, where: str = "") -> ImageRange:
+def pixel_range(
+    name: str,
+    dtype,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    *,
+    n_nan: int = 0,
+    n_inf: int = 0,
+    where: str = "",
+) -> ImageRange:
     """The one rule for reading an image's values, from its dtype and its observed (finite) min and max.
 
     - uint8: as is;
@@ -139,9 +147,14 @@ def pixel_range(name: str, dtype, vmin: float | None = None, vmax: float | None 
         if vmax * 255.0 < 255.0 + _HALF:
             rng = ImageRange(255.0, "0-1 (float)")
         elif vmax < 255.0 + _HALF:
-            rng = ImageRange(1.0, "0-255 (float)", (
-                f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max > 1), read as 0..255 grey levels, "
-                "not as [0, 1]."))
+            rng = ImageRange(
+                1.0,
+                "0-255 (float)",
+                (
+                    f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max > 1), read as 0..255 grey levels, "
+                    "not as [0, 1]."
+                ),
+            )
         else:
             rng = None
         if vmin * (rng.scale if rng else 1.0) < -_HALF:
@@ -157,13 +170,23 @@ def pixel_range(name: str, dtype, vmin: float | None = None, vmax: float | None 
         raise _negative_error(name, dtype, vmin, where)
     if vmax <= 255:
         label = "0-255 (uint16, 8-bit values)" if dtype == np.uint16 else f"0-255 ({dtype})"
-        return ImageRange(1.0, label, (
-            f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max <= 255), read as 8-bit grey levels "
-            "0..255 as they are."))
+        return ImageRange(
+            1.0,
+            label,
+            (
+                f"image {name!r}: {dtype} with values {vmin:g}..{vmax:g} (max <= 255), read as 8-bit grey levels "
+                "0..255 as they are."
+            ),
+        )
     if dtype == np.uint16:
-        return ImageRange(255.0 / 65535.0, "0-65535 (uint16)", (
-            f"image {name!r}: uint16 with values {vmin:g}..{vmax:g} (max > 255), read as 16-bit: 0..65535 "
-            "scaled to 0..255."))
+        return ImageRange(
+            255.0 / 65535.0,
+            "0-65535 (uint16)",
+            (
+                f"image {name!r}: uint16 with values {vmin:g}..{vmax:g} (max > 255), read as 16-bit: 0..65535 "
+                "scaled to 0..255."
+            ),
+        )
     raise ValueError(
         f"The image (`image_key`) {name!r} ({dtype}) holds values {vmin:g}..{vmax:g}{where}: integer images other "
         "than uint16 must hold 8-bit values 0..255. Convert it first, e.g. `image.astype(np.uint16)` for 16-bit "
@@ -303,8 +326,10 @@ def _shape_centres(shapes, ids) -> tuple[np.ndarray, np.ndarray | None]:
     """Centres (x, y) and radii (or None) of the shapes with index ``ids``, in the shapes' own units."""
     missing = ~np.isin(ids, shapes.index.to_numpy())
     if missing.any():
-        raise KeyError(f"{int(missing.sum())} instance id(s) of the table are not in the shapes element, e.g. "
-                       f"{list(np.asarray(ids)[missing][:5])}.")
+        raise KeyError(
+            f"{int(missing.sum())} instance id(s) of the table are not in the shapes element, e.g. "
+            f"{list(np.asarray(ids)[missing][:5])}."
+        )
     sub = shapes.loc[ids]
     geom = sub.geometry
     if (geom.geom_type == "Point").all():
@@ -380,9 +405,7 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
     meta_all = table.uns.get(K.UNS_SECTIONS, {}) or {}
     attrs = table.uns.get("spatialdata_attrs", {}) or {}
     region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
-    regions = (
-        table.obs[region_key].astype(str).to_numpy() if region_key in table.obs else np.full(table.n_obs, None)
-    )
+    regions = table.obs[region_key].astype(str).to_numpy() if region_key in table.obs else np.full(table.n_obs, None)
     if isinstance(image_key, str) and image_key not in sdata.images:
         raise KeyError(f"`image_key` {image_key!r} not found; images: {list(sdata.images.keys())}.")
     groups, read = [], {}  # read: image name -> ImageLevels (its value range decided and logged once)
@@ -433,8 +456,10 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
                     "Give every spot its own shape."
                 )
             if not shapes.index.is_unique:
-                raise ValueError(f"The shapes element {region!r} has repeated index values (instance ids), e.g. "
-                                 f"{shapes.index[shapes.index.duplicated()][:5].tolist()}; they must be unique.")
+                raise ValueError(
+                    f"The shapes element {region!r} has repeated index values (instance ids), e.g. "
+                    f"{shapes.index[shapes.index.duplicated()][:5].tolist()}; they must be unique."
+                )
             xy, radius = _shape_centres(shapes, ids)
             _check_finite(section, xy, table.obs_names[rows], f"the shapes element {region!r}")
         else:
@@ -449,7 +474,12 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
         levels = read[name]
         _check_inside(section, centres, levels.shape, table.obs_names[rows])
         value, source = _resolve_mpp(
-            section, region, mpp=mpp, meta=meta, unit_scale=_scale_of(m), radius=radius,
+            section,
+            region,
+            mpp=mpp,
+            meta=meta,
+            unit_scale=_scale_of(m),
+            radius=radius,
             spot_diameter_um=spot_diameter_um,
         )
         groups.append(SpotGroup(section, rows, centres, value, levels, source))
@@ -460,8 +490,11 @@ def groups_from_anndata(adata, labels, *, image_key, mpp, spot_diameter_um) -> l
     """Spot groups of an AnnData in scanpy's Visium layout (``uns["spatial"][library_id]``)."""
     _check_unique_obs_names(adata)
     spatial = adata.uns.get("spatial")
-    libs = [k for k, v in spatial.items() if isinstance(v, Mapping) and v.get("images")] if isinstance(
-        spatial, Mapping) else []
+    libs = (
+        [k for k, v in spatial.items() if isinstance(v, Mapping) and v.get("images")]
+        if isinstance(spatial, Mapping)
+        else []
+    )
     if not libs:
         raise ValueError(
             "The AnnData holds no image: expected scanpy's Visium layout uns['spatial'][library_id]['images'] "
@@ -552,7 +585,7 @@ def iter_crops(
         for i in idx:
             ya, yb = max(y0[i], 0), min(y0[i] + w, h)
             xa, xb = max(x0[i], 0), min(x0[i] + w, w_img)
-            parts.append(arr[:, ya:max(yb, ya), xa:max(xb, xa)])
+            parts.append(arr[:, ya : max(yb, ya), xa : max(xb, xa)])
         blocks = dask.compute(*parts, scheduler="threads")
         out = np.full((len(idx), 3, w, w), 255, dtype=np.uint8)
         for b, (i, block) in enumerate(zip(idx, blocks)):

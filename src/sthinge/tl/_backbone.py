@@ -97,8 +97,10 @@ def _without_read_depth_tokens(net):
         return net
     from sthinge.tl._model import _rebuild
 
-    logg.info("backbone: the read-depth tokens of the CellFM-80M weights (`ST_emb`, `ST_enc`) are not used by HINGE "
-              "(as in the official code); the backbone runs with its CLS and gene tokens only.")
+    logg.info(
+        "backbone: the read-depth tokens of the CellFM-80M weights (`ST_emb`, `ST_enc`) are not used by HINGE "
+        "(as in the official code); the backbone runs with its CLS and gene tokens only."
+    )
     return _rebuild(net, dataclasses.replace(net.config, st_tokens=False))
 
 
@@ -241,7 +243,9 @@ def default_backbone(*, path: str | os.PathLike | None = None, rebuild: bool = F
     from sthinge.tl._pretrain import _check_save_target
 
     _check_save_target(None if default else path, name="path")
-    logg.info(f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}; "
-              "this runs once (2-3 min on 2 idle CPU cores) and is cached for later runs.")
+    logg.info(
+        f"default_backbone: pre-training the default backbone on Her2ST (patients other than C) into {path}; "
+        "this runs once (2-3 min on 2 idle CPU cores) and is cached for later runs."
+    )
     pretrain_her2st(save=path, overwrite=True)  # absent, or `rebuild=True` asked for a new one
     return path

@@ -114,8 +114,10 @@ class BaselineModel:
         return np.broadcast_to(std.astype(np.float32), (int(n_spots), std.shape[0])).copy()
 
     def __repr__(self) -> str:
-        return (f"BaselineModel(method={self.method!r}, genes={self.n_genes}, embedding={self.embedding_key!r} "
-                f"({self.cond_dim}-d), params={ {k: v for k, v in self.params.items() if k != 'alpha'} })")
+        return (
+            f"BaselineModel(method={self.method!r}, genes={self.n_genes}, embedding={self.embedding_key!r} "
+            f"({self.cond_dim}-d), params={ {k: v for k, v in self.params.items() if k != 'alpha'} })"
+        )
 
 
 def _standardize_stats(x: np.ndarray, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +142,9 @@ def _residual_folds(groups: np.ndarray, seed: int) -> list[np.ndarray]:
     return [np.sort(perm[i::k]) for i in range(k)]
 
 
-def _residual_std(method: str, est: Any, xs: np.ndarray, ys: np.ndarray, groups: np.ndarray, seed: int,
-                  mlp_kwargs: dict | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+def _residual_std(
+    method: str, est: Any, xs: np.ndarray, ys: np.ndarray, groups: np.ndarray, seed: int, mlp_kwargs: dict | None = None
+) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Per-gene predictive std in standardised units: RMS of out-of-fold residuals on the training spots; also the
     settings used and the residuals themselves (spots x genes; ``None`` without any).
 
@@ -272,8 +275,9 @@ def fit_baseline(
     seed = _check_int("seed", seed, low=0)
     max_iter = _check_int("max_iter", max_iter, low=1)
     val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.5, low_open=True)
-    alphas = _DEFAULT_ALPHAS if alphas is None else tuple(_check_float("alphas", a, low=0.0, low_open=True)
-                                                          for a in alphas)
+    alphas = (
+        _DEFAULT_ALPHAS if alphas is None else tuple(_check_float("alphas", a, low=0.0, low_open=True) for a in alphas)
+    )
     if not alphas:
         raise ValueError("`alphas` is empty.")
     ks = _DEFAULT_NEIGHBORS if n_neighbors is None else tuple(_check_int("n_neighbors", k, low=1) for k in n_neighbors)
@@ -304,8 +308,10 @@ def fit_baseline(
         params["alpha_median"] = float(np.median(alpha))
         at_edge = np.isin(alpha, [min(alphas), max(alphas)]).mean()
         if len(alphas) > 1 and at_edge > 0.5:
-            logg.warning(f"fit_baseline: the ridge penalty sits at the edge of `alphas` for {at_edge:.0%} of genes; "
-                         "widen the grid.")
+            logg.warning(
+                f"fit_baseline: the ridge penalty sits at the edge of `alphas` for {at_edge:.0%} of genes; "
+                "widen the grid."
+            )
     elif method == "knn":
         from sklearn.neighbors import KNeighborsRegressor
 
@@ -324,8 +330,14 @@ def fit_baseline(
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPRegressor
 
-        est = MLPRegressor(hidden_layer_sizes=hidden, early_stopping=True, validation_fraction=val_fraction,
-                           max_iter=max_iter, n_iter_no_change=10, random_state=seed)
+        est = MLPRegressor(
+            hidden_layer_sizes=hidden,
+            early_stopping=True,
+            validation_fraction=val_fraction,
+            max_iter=max_iter,
+            n_iter_no_change=10,
+            random_state=seed,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(xs, ys)
@@ -337,10 +349,19 @@ def fit_baseline(
         ]
 
     # Gaussian predictive std: per-gene RMS of held-out residuals (see `_residual_std` for the folds and why)
-    groups = (table.obs[section_key].astype(str).to_numpy()[rows] if section_key in table.obs
-              else np.full(len(rows), "all", dtype=object))
-    mlp_kwargs = dict(hidden_layer_sizes=hidden, early_stopping=True, validation_fraction=val_fraction,
-                      max_iter=max_iter, n_iter_no_change=10, random_state=seed)
+    groups = (
+        table.obs[section_key].astype(str).to_numpy()[rows]
+        if section_key in table.obs
+        else np.full(len(rows), "all", dtype=object)
+    )
+    mlp_kwargs = dict(
+        hidden_layer_sizes=hidden,
+        early_stopping=True,
+        validation_fraction=val_fraction,
+        max_iter=max_iter,
+        n_iter_no_change=10,
+        random_state=seed,
+    )
     resid_std, std_info, resid = _residual_std(method, est, xs, ys, groups, seed, mlp_kwargs)
     params.update(std_info)
     calibration = None
@@ -349,15 +370,25 @@ def fit_baseline(
         from sthinge.tl._conformal import conformal_calibration
 
         r = resid * y_std
-        calibration = conformal_calibration(r, np.zeros_like(r), np.broadcast_to(resid_std * y_std, r.shape),
-                                            info={"source": std_info["std_method"]})
+        calibration = conformal_calibration(
+            r, np.zeros_like(r), np.broadcast_to(resid_std * y_std, r.shape), info={"source": std_info["std_method"]}
+        )
 
     info = table.uns.get(K.UNS_NORMALIZE, {})
     train_names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
     model = BaselineModel(
-        method=method, estimator=est, genes=list(genes), embedding_key=embedding_key, cond_mean=cond_mean,
-        cond_std=cond_std, y_mean=y_mean.astype(np.float32), y_std=y_std.astype(np.float32), layer=layer_used,
-        transform=dict(info) if isinstance(info, dict) else {}, params=params, train_sections=train_names,
+        method=method,
+        estimator=est,
+        genes=list(genes),
+        embedding_key=embedding_key,
+        cond_mean=cond_mean,
+        cond_std=cond_std,
+        y_mean=y_mean.astype(np.float32),
+        y_std=y_std.astype(np.float32),
+        layer=layer_used,
+        transform=dict(info) if isinstance(info, dict) else {},
+        params=params,
+        train_sections=train_names,
         history=history,
         resid_std=(resid_std * y_std).astype(np.float32) if np.isfinite(resid_std).all() else None,
         calibration=calibration,
@@ -432,8 +463,19 @@ def predict_baseline(
     table, source_key = _resolve_table(data, table_key)
     inplace = _check_inplace(inplace)
     levels = () if levels is None or model.resid_std is None else check_levels(levels, ascending=True)
-    rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
-                                   model.embedding_key, model.cond_dim, overwrite, levels=levels)
+    rows, emb = _prediction_inputs(
+        data,
+        table,
+        source_key,
+        key_added,
+        not inplace,
+        sections,
+        section_key,
+        model.embedding_key,
+        model.cond_dim,
+        overwrite,
+        levels=levels,
+    )
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
     std = model.predict_std_array(len(rows))  # Gaussian std, written like HINGE's (layers / obsm f"{key}_std")
@@ -447,7 +489,6 @@ def predict_baseline(
     }
     logg.info(f"predict_baseline: {len(rows)} spots x {model.n_genes} genes ({model.method}) -> {key_added!r}")
     bounds = _intervals(mean, std, levels, model.calibration, key_added, uns)
-    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace,
-                             extra_layers=bounds)
-
-
+    return _write_prediction(
+        data, table, rows, mean, std, model.genes, key_added, uns, not inplace, extra_layers=bounds
+    )

@@ -90,22 +90,42 @@ def calibrate(
         layer = model.layer
     missing = [g for g in model.genes if g not in table.var_names]
     if missing:
-        raise KeyError(f"`data` lacks {len(missing)} gene(s) of the model's panel (e.g. {missing[:3]}); calibration "
-                       "needs their measured expression.")
+        raise KeyError(
+            f"`data` lacks {len(missing)} gene(s) of the model's panel (e.g. {missing[:3]}); calibration "
+            "needs their measured expression."
+        )
     truth, layer_used = _expression(table, layer, model.genes, rows)
     if section_key in table.obs and sections is not None:
         seen = sorted(set(table.obs[section_key].astype(str).iloc[rows]) & set(model.train_sections))
         if seen:
-            logg.warning(f"calibrate: section(s) {seen} were used to train the model; intervals calibrated on them "
-                         "are too narrow for new sections.")
-    pred = predict(data, model, sections=sections, section_key=section_key, n_samples=n_samples, n_steps=n_steps,
-                   seed=seed, batch_size=batch_size, device=device, levels=None, inplace=False, table_key=table_key)
+            logg.warning(
+                f"calibrate: section(s) {seen} were used to train the model; intervals calibrated on them "
+                "are too narrow for new sections."
+            )
+    pred = predict(
+        data,
+        model,
+        sections=sections,
+        section_key=section_key,
+        n_samples=n_samples,
+        n_steps=n_steps,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        levels=None,
+        inplace=False,
+        table_key=table_key,
+    )
     std = pred.layers[f"{K.PRED_KEY}{K.STD_SUFFIX}"]
     names = sorted(set(table.obs[section_key].astype(str).iloc[rows])) if section_key in table.obs else []
-    info = {"source": "sections" if sections is not None else "all spots", "sections": names,
-            "n_samples": int(n_samples), "n_steps": int(n_steps or model.config.n_steps), "seed": int(seed),
-            "layer": layer_used}
+    info = {
+        "source": "sections" if sections is not None else "all spots",
+        "sections": names,
+        "n_samples": int(n_samples),
+        "n_steps": int(n_steps or model.config.n_steps),
+        "seed": int(seed),
+        "layer": layer_used,
+    }
     model.calibration = conformal_calibration(truth, pred.X, std, info=info)
     logg.info(f"calibrate: {len(rows)} spots x {model.n_genes} genes ({', '.join(names) or 'all spots'}).")
     return model.calibration
-

@@ -75,8 +75,13 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain lists and numbers (what a model file stores)."""
-        return {"levels": [float(v) for v in self.levels], "scale": np.asarray(self.scale, np.float32).tolist(),
-                "delta": np.asarray(self.delta, np.float32).tolist(), "n": int(self.n), "info": dict(self.info)}
+        return {
+            "levels": [float(v) for v in self.levels],
+            "scale": np.asarray(self.scale, np.float32).tolist(),
+            "delta": np.asarray(self.delta, np.float32).tolist(),
+            "n": int(self.n),
+            "info": dict(self.info),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], n_genes: int) -> Calibration:
@@ -99,8 +104,14 @@ class Calibration:
         return cls(levels, scale, delta, int(n), dict(info) if isinstance(info, dict) else {})
 
 
-def conformal_calibration(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, *,
-                          levels: tuple[float, ...] = LEVEL_GRID, info: dict[str, Any] | None = None) -> Calibration:
+def conformal_calibration(
+    truth: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    levels: tuple[float, ...] = LEVEL_GRID,
+    info: dict[str, Any] | None = None,
+) -> Calibration:
     """Split-conformal multipliers from the calibration spots' truth, predicted mean and predicted std.
 
     Parameters
@@ -119,8 +130,10 @@ def conformal_calibration(truth: np.ndarray, mean: np.ndarray, std: np.ndarray, 
     """
     truth, mean, std = (np.asarray(a, np.float64) for a in (truth, mean, std))
     if not truth.shape == mean.shape == std.shape or truth.ndim != 2:
-        raise ValueError(f"truth, mean and std must be (spots, genes) arrays of one shape; got {truth.shape}, "
-                         f"{mean.shape}, {std.shape}.")
+        raise ValueError(
+            f"truth, mean and std must be (spots, genes) arrays of one shape; got {truth.shape}, "
+            f"{mean.shape}, {std.shape}."
+        )
     n = truth.shape[0]
     if n < 2:
         raise ValueError(f"Conformal calibration needs at least 2 spots; got {n}.")

@@ -48,8 +48,9 @@ def _var_to_vocab(table: AnnData, vocab: tuple[str, ...]) -> dict[str, int]:
     return out
 
 
-def _choose_panel(tables: list[AnnData], genes: Sequence[str] | None, vocab: tuple[str, ...],
-                  maps: list[dict[str, int]]) -> list[str]:
+def _choose_panel(
+    tables: list[AnnData], genes: Sequence[str] | None, vocab: tuple[str, ...], maps: list[dict[str, int]]
+) -> list[str]:
     """The panel as vocabulary symbols in vocabulary order (ascending CellFM id)."""
     from sthinge.pp._aliases import map_to_vocab
     from sthinge.tl._data import _panel, _panel_symbols
@@ -71,8 +72,7 @@ def _choose_panel(tables: list[AnnData], genes: Sequence[str] | None, vocab: tup
         outside = [g for g, m in zip(genes, mapped, strict=True) if m is None]
         if outside:
             raise ValueError(
-                f"{len(outside)} gene(s) of `genes` are not in the {len(vocab)}-gene CellFM vocabulary: "
-                f"{outside[:10]}."
+                f"{len(outside)} gene(s) of `genes` are not in the {len(vocab)}-gene CellFM vocabulary: {outside[:10]}."
             )
         chosen = set(mapped)
     rank = {g: i for i, g in enumerate(vocab)}
@@ -137,8 +137,10 @@ def _presence(table: AnnData, cols: np.ndarray, section_key: str, presence_key: 
     pres = np.zeros((len(sections), len(cols)), dtype=bool)
     for k, s in enumerate(sections):
         if s not in known:
-            logg.warning(f"section {s!r} of table {index} appears in no `var[{presence_key!r}]` entry: all its genes "
-                         "are treated as measured.")
+            logg.warning(
+                f"section {s!r} of table {index} appears in no `var[{presence_key!r}]` entry: all its genes "
+                "are treated as measured."
+            )
             pres[k] = has
             continue
         pres[k] = [c >= 0 and s in listed[c] for c in cols]
@@ -161,14 +163,20 @@ class _Corpus:
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
-        for arr in (self.values.indptr, self.values.indices, self.values.data, self.group, self.present,
-                    self.gene_ids):
+        for arr in (self.values.indptr, self.values.indices, self.values.data, self.group, self.present, self.gene_ids):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()
 
 
-def _build_corpus(tables: list[AnnData], panel: list[str], maps: list[dict[str, int]], gene_ids: list[int],
-                  layer: str | None, section_key: str, presence_key: str | None) -> _Corpus:
+def _build_corpus(
+    tables: list[AnnData],
+    panel: list[str],
+    maps: list[dict[str, int]],
+    gene_ids: list[int],
+    layer: str | None,
+    section_key: str,
+    presence_key: str | None,
+) -> _Corpus:
     import scipy.sparse as sp
 
     blocks, groups, presents, sources = [], [], [], []
@@ -248,8 +256,15 @@ def validation_loss(model, gene_ids, batches, *, n_tokens, mask_ratio, seed) -> 
     with torch.no_grad():
         for k, (values, missing) in enumerate(batches):
             g = torch.Generator().manual_seed(seed + VAL_SEED_OFFSET + k)
-            loss = masked_loss(model, gene_ids, values.to(device), missing.to(device), n_tokens=n_tokens,
-                         mask_ratio=mask_ratio, generator=g)
+            loss = masked_loss(
+                model,
+                gene_ids,
+                values.to(device),
+                missing.to(device),
+                n_tokens=n_tokens,
+                mask_ratio=mask_ratio,
+                generator=g,
+            )
             total += float(loss) * values.shape[0]
             count += values.shape[0]
     model.train(was_training)

@@ -164,8 +164,10 @@ def cross_validate(
     n_top = _check_int("n_top", n_top, low=1)
     fit_kwargs = dict(fit_kwargs or {})
     predict_kwargs = dict(predict_kwargs or {})
-    for name, kw, reserved in (("fit_kwargs", fit_kwargs, _RESERVED_FIT),
-                               ("predict_kwargs", predict_kwargs, _RESERVED_PREDICT)):
+    for name, kw, reserved in (
+        ("fit_kwargs", fit_kwargs, _RESERVED_FIT),
+        ("predict_kwargs", predict_kwargs, _RESERVED_PREDICT),
+    ):
         clash = sorted(set(kw) & set(reserved + ("seed",)))
         if clash:
             raise ValueError(f"`{name}` must not set {clash}: cross_validate sets them (use its own arguments).")
@@ -207,29 +209,65 @@ def cross_validate(
             from sthinge.tl._fit import fit
             from sthinge.tl._predict import predict
 
-            model = fit(work, embedding_key=embedding_key, layer=layer, train_sections=train,
-                        section_key=section_key, seed=seed, **fit_kwargs)
+            model = fit(
+                work,
+                embedding_key=embedding_key,
+                layer=layer,
+                train_sections=train,
+                section_key=section_key,
+                seed=seed,
+                **fit_kwargs,
+            )
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
-            predict(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, seed=seed,
-                    overwrite=True, **predict_kwargs)  # `work` is cross_validate's own copy
+            predict(
+                work,
+                model,
+                sections=held,
+                section_key=section_key,
+                key_added=_CV_KEY,
+                seed=seed,
+                overwrite=True,
+                **predict_kwargs,
+            )  # `work` is cross_validate's own copy
         else:
-            model = fit_baseline(work, method=method, embedding_key=embedding_key, layer=layer, train_sections=train,
-                                 section_key=section_key, seed=seed, **fit_kwargs)
+            model = fit_baseline(
+                work,
+                method=method,
+                embedding_key=embedding_key,
+                layer=layer,
+                train_sections=train,
+                section_key=section_key,
+                seed=seed,
+                **fit_kwargs,
+            )
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             predict_baseline(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, overwrite=True)
         pred_s = time.perf_counter() - start
         summary, genes_df = _evaluate_tables(
-            work, pred_key=_CV_KEY, truth_layer=layer, genes=None, by=section_key, metrics=metrics,
-            rank_by=rank_by, section_key=section_key, table_key=None,
+            work,
+            pred_key=_CV_KEY,
+            truth_layer=layer,
+            genes=None,
+            by=section_key,
+            metrics=metrics,
+            rank_by=rank_by,
+            section_key=section_key,
+            table_key=None,
         )
         for key in (_CV_KEY, f"{_CV_KEY}{K.STD_SUFFIX}"):
             work.obsm.pop(key, None)
         work.uns.pop(_CV_KEY, None)
         meta = pd.DataFrame(
-            {"method": method, "fold": name, "n_train_sections": len(train), "n_panel": len(panel),
-             "fit_seconds": fit_s, "predict_seconds": pred_s},
+            {
+                "method": method,
+                "fold": name,
+                "n_train_sections": len(train),
+                "n_panel": len(panel),
+                "fit_seconds": fit_s,
+                "predict_seconds": pred_s,
+            },
             index=summary.index,
         )
         rows.append(pd.concat([meta, summary], axis=1))

@@ -131,8 +131,10 @@ def _load_prediction(
         if pred_key not in data.obsm:
             hint = ""
             if pred_key in data.layers:
-                hint = (" This AnnData looks like a prediction table itself: pass the SpatialData / AnnData that "
-                        "holds the truth instead.")
+                hint = (
+                    " This AnnData looks like a prediction table itself: pass the SpatialData / AnnData that "
+                    "holds the truth instead."
+                )
             raise KeyError(
                 f"`pred_key` {pred_key!r} not found in `obsm` (available: {list(data.obsm)}); run "
                 f"`sthinge.tl.predict` first.{hint}"
@@ -150,8 +152,11 @@ def _load_prediction(
         for k in data.obsm:
             if quantile_key.match(str(k)):
                 q = data.obsm[k]
-                quantiles[str(k)] = (q.reindex(columns=frame.columns).to_numpy(dtype=np.float64)
-                                             if isinstance(q, pd.DataFrame) else np.asarray(q, dtype=np.float64))
+                quantiles[str(k)] = (
+                    q.reindex(columns=frame.columns).to_numpy(dtype=np.float64)
+                    if isinstance(q, pd.DataFrame)
+                    else np.asarray(q, dtype=np.float64)
+                )
         rows = np.flatnonzero(np.isfinite(mean).all(axis=1))
         if rows.size == 0:
             raise ValueError(f"`obsm[{pred_key!r}]` holds no predicted spot (all rows are NaN).")
@@ -192,8 +197,9 @@ def _load_prediction(
         mean = _dense(pred.layers[pred_key] if pred_key in pred.layers else pred.X).astype(np.float64)
         std = _dense(pred.layers[std_key]).astype(np.float64) if std_key in pred.layers else None
         samples = np.asarray(pred.obsm[samples_key], dtype=np.float64) if samples_key in pred.obsm else None
-        quantiles = {str(k): _dense(pred.layers[k]).astype(np.float64) for k in pred.layers
-                     if quantile_key.match(str(k))}
+        quantiles = {
+            str(k): _dense(pred.layers[k]).astype(np.float64) for k in pred.layers if quantile_key.match(str(k))
+        }
     else:
         raise TypeError(f"`data` must be an AnnData or a SpatialData object, got {type(data).__name__}.")
 
@@ -201,13 +207,13 @@ def _load_prediction(
         raise ValueError(f"The prediction {pred_key!r} holds NaN or infinite values in predicted spots.")
     if std is not None and (std.shape != mean.shape or not np.isfinite(std).any()):
         std = None  # an all-NaN std (baselines of earlier versions wrote one): no uncertainty
-    if samples is not None and (samples.ndim != 3 or samples.shape[0] != mean.shape[0]
-                                or samples.shape[2] != mean.shape[1]):
+    if samples is not None and (
+        samples.ndim != 3 or samples.shape[0] != mean.shape[0] or samples.shape[2] != mean.shape[1]
+    ):
         logg.warning(f"Ignoring the samples of {pred_key!r}: shape {samples.shape} does not match the prediction.")
         samples = None
     for name in [n for n, q in quantiles.items() if q.shape != mean.shape]:
-        logg.warning(f"Ignoring the quantile {name!r}: shape {quantiles[name].shape} does not match the "
-                     "prediction.")
+        logg.warning(f"Ignoring the quantile {name!r}: shape {quantiles[name].shape} does not match the prediction.")
         del quantiles[name]
 
     if genes is not None:
@@ -240,9 +246,20 @@ def _load_prediction(
         truth = _dense(matrix[rows][:, cols]).astype(np.float64)
         if not np.isfinite(truth).all():
             raise ValueError(f"The truth (`layers[{layer!r}]`) holds NaN or infinite values.")
-    return _Prediction(genes=list(genes), mean=mean, std=std, samples=samples, truth=truth, source=source,
-                       rows=np.asarray(rows, dtype=int), layer=layer, info=info, key=pred_key,
-                       quantiles=quantiles, calibration=calibration)
+    return _Prediction(
+        genes=list(genes),
+        mean=mean,
+        std=std,
+        samples=samples,
+        truth=truth,
+        source=source,
+        rows=np.asarray(rows, dtype=int),
+        layer=layer,
+        info=info,
+        key=pred_key,
+        quantiles=quantiles,
+        calibration=calibration,
+    )
 
 
 def _stored_calibration(info: Any, n_genes: int, idx: np.ndarray | None, key: str):
@@ -437,8 +454,7 @@ def _parse_metrics(metrics: Sequence[str]) -> tuple[list[str], list[int]]:
             ks.append(k)
         elif m not in _SIMPLE_METRICS:
             raise ValueError(
-                f"`metrics`: unknown metric {m!r}; allowed: 'pcc<k>' (e.g. 'pcc50', 'pcc200'), "
-                f"{list(_SIMPLE_METRICS)}."
+                f"`metrics`: unknown metric {m!r}; allowed: 'pcc<k>' (e.g. 'pcc50', 'pcc200'), {list(_SIMPLE_METRICS)}."
             )
     return names, ks
 
@@ -448,8 +464,9 @@ def _has_uncertainty(p: _Prediction) -> bool:
     return p.std is not None or p.samples is not None or bool(p.quantiles)
 
 
-def _intervals(p: _Prediction, levels: Sequence[float],
-               idx: np.ndarray | slice = slice(None)) -> dict[float, tuple[np.ndarray, np.ndarray, str]]:
+def _intervals(
+    p: _Prediction, levels: Sequence[float], idx: np.ndarray | slice = slice(None)
+) -> dict[float, tuple[np.ndarray, np.ndarray, str]]:
     """Central intervals ``{level: (lower, upper, method)}`` of the rows ``idx`` of ``p``, each (n, G).
 
     Per level, the first that exists: the quantile layers written with the prediction (``"layers"``,
@@ -463,8 +480,11 @@ def _intervals(p: _Prediction, levels: Sequence[float],
         lo_key, hi_key = interval_layer_names(p.key, level)
         if lo_key in p.quantiles and hi_key in p.quantiles:
             out[level] = (p.quantiles[lo_key][idx], p.quantiles[hi_key][idx], "layers")
-        elif p.calibration is not None and p.std is not None and p.calibration.levels[0] <= level \
-                <= p.calibration.levels[-1]:
+        elif (
+            p.calibration is not None
+            and p.std is not None
+            and p.calibration.levels[0] <= level <= p.calibration.levels[-1]
+        ):
             lo, hi = p.calibration.interval(p.mean[idx], p.std[idx], level)
             out[level] = (lo.astype(np.float64), hi.astype(np.float64), "conformal")
         elif p.samples is not None:
@@ -488,8 +508,15 @@ def _interval_method(methods: dict[float, str]) -> str:
     return "+".join(f"{m}({','.join(level_label(lv) for lv, how in methods.items() if how == m)})" for m in names)
 
 
-def _uncertainty_metrics(p: _Prediction, idx: np.ndarray, truth: np.ndarray, mean: np.ndarray,
-                         levels: Sequence[float], row: dict, per_gene: dict) -> None:
+def _uncertainty_metrics(
+    p: _Prediction,
+    idx: np.ndarray,
+    truth: np.ndarray,
+    mean: np.ndarray,
+    levels: Sequence[float],
+    row: dict,
+    per_gene: dict,
+) -> None:
     """Add the calibration metrics of the rows ``idx`` to the summary ``row`` and the ``per_gene`` columns."""
     abs_err = np.abs(mean - truth)
     G = truth.shape[1]
@@ -527,8 +554,15 @@ def _uncertainty_metrics(p: _Prediction, idx: np.ndarray, truth: np.ndarray, mea
         row["coverage90_method"] = methods[0.9]
 
 
-def _group_metrics(p: _Prediction, idx: np.ndarray, sections: np.ndarray, names: list[str], rank_by: str,
-                   label: str, levels: Sequence[float] = DEFAULT_LEVELS) -> tuple[dict, pd.DataFrame]:
+def _group_metrics(
+    p: _Prediction,
+    idx: np.ndarray,
+    sections: np.ndarray,
+    names: list[str],
+    rank_by: str,
+    label: str,
+    levels: Sequence[float] = DEFAULT_LEVELS,
+) -> tuple[dict, pd.DataFrame]:
     """Metrics of the rows ``idx`` of ``p`` (one group): a summary row and the per-gene table."""
     truth, mean = p.truth[idx], p.mean[idx]
     G = truth.shape[1]
@@ -604,11 +638,19 @@ def _evaluate_tables(
         if len(short):
             n = summary.loc[short, f"{m}_n_genes"].astype(int)
             where = ", ".join(f"{label!r} ({count} genes)" for label, count in list(n.items())[:5])
-            logg.info(f"evaluate: {m!r} is NaN where fewer than {match.group(1)} genes have a PCC: {where}"
-                      f"{', ...' if len(n) > 5 else ''}; 'pcc' is the mean PCC over all genes that have one.")
-    attrs = {"pred_key": pred_key, "truth_layer": p.layer, "rank_by": rank_by, "levels": list(levels),
-             "transform": str(p.source.uns.get(K.UNS_NORMALIZE, {}).get("transform", "")) if isinstance(
-                 p.source.uns.get(K.UNS_NORMALIZE), dict) else ""}
+            logg.info(
+                f"evaluate: {m!r} is NaN where fewer than {match.group(1)} genes have a PCC: {where}"
+                f"{', ...' if len(n) > 5 else ''}; 'pcc' is the mean PCC over all genes that have one."
+            )
+    attrs = {
+        "pred_key": pred_key,
+        "truth_layer": p.layer,
+        "rank_by": rank_by,
+        "levels": list(levels),
+        "transform": str(p.source.uns.get(K.UNS_NORMALIZE, {}).get("transform", ""))
+        if isinstance(p.source.uns.get(K.UNS_NORMALIZE), dict)
+        else "",
+    }
     summary.attrs.update(attrs)
     per_gene_df.attrs.update(attrs)
     return summary, per_gene_df
@@ -726,8 +768,16 @@ def evaluate(
     >>> st.tl.evaluate(sdata, levels=[0.5, 0.9])[["coverage50", "coverage90", "crps"]]  # doctest: +SKIP
     """
     summary, genes_df = _evaluate_tables(
-        data, pred_key=pred_key, truth_layer=truth_layer, genes=genes, by=by, metrics=metrics, rank_by=rank_by,
-        section_key=section_key, table_key=table_key, levels=levels,
+        data,
+        pred_key=pred_key,
+        truth_layer=truth_layer,
+        genes=genes,
+        by=by,
+        metrics=metrics,
+        rank_by=rank_by,
+        section_key=section_key,
+        table_key=table_key,
+        levels=levels,
     )
     return genes_df if per_gene else summary
 
@@ -842,8 +892,10 @@ def coexpression(
     dropped = [g for g, b in zip(p.genes, bad) if b]
     keep = np.flatnonzero(~bad)
     if keep.size < 2:
-        raise ValueError(f"Co-expression needs at least two genes that vary across the {idx.size} spot(s) in truth and "
-                         f"prediction; got {keep.size} of the {len(p.genes)} `genes`.")
+        raise ValueError(
+            f"Co-expression needs at least two genes that vary across the {idx.size} spot(s) in truth and "
+            f"prediction; got {keep.size} of the {len(p.genes)} `genes`."
+        )
     if dropped:
         logg.warning(f"coexpression: {len(dropped)} constant gene(s) left out: {dropped[:10]}.")
     kept = [p.genes[i] for i in keep]

@@ -79,8 +79,12 @@ def _check_checkpoint_dir(checkpoint_dir, *, resume: bool, overwrite) -> None:
         raise TypeError(f"`checkpoint_dir` must be a path, got {type(checkpoint_dir).__name__}.")
     last = Path(checkpoint_dir).expanduser() / "last.ckpt"
     if not resume:
-        _check_overwrite(f"`checkpoint_dir` {str(checkpoint_dir)!r}: the checkpoint {str(last)!r} of an earlier fit",
-                         last.exists(), overwrite, flag="resume=True` to continue from it, or `overwrite=True")
+        _check_overwrite(
+            f"`checkpoint_dir` {str(checkpoint_dir)!r}: the checkpoint {str(last)!r} of an earlier fit",
+            last.exists(),
+            overwrite,
+            flag="resume=True` to continue from it, or `overwrite=True",
+        )
     _check_writable_dir("checkpoint_dir", checkpoint_dir)
 
 
@@ -310,8 +314,13 @@ def fit(
         mean, std = np.zeros(emb.shape[1], np.float32), np.ones(emb.shape[1], np.float32)
     xt, ct = torch.from_numpy(x), torch.from_numpy(((emb - mean) / std).astype(np.float32))
     g = torch.Generator().manual_seed(seed)
-    train_dl = DataLoader(TensorDataset(xt[train_idx], ct[train_idx]), batch_size=batch_size, shuffle=True,
-                          generator=g, drop_last=len(train_idx) > batch_size)
+    train_dl = DataLoader(
+        TensorDataset(xt[train_idx], ct[train_idx]),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=g,
+        drop_last=len(train_idx) > batch_size,
+    )
     val_dl = None
     if n_val > 0:
         val_dl = DataLoader(TensorDataset(xt[val_idx], ct[val_idx]), batch_size=max(batch_size * 8, 64))
@@ -322,8 +331,15 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     module = Hinge(net, torch.as_tensor(gene_ids, dtype=torch.long), hconfig)
     lit = HingeLightning(
-        module, lr=lr, weight_decay=weight_decay, milestones=milestones, gamma=gamma,
-        curriculum_epochs=curriculum_epochs, val_metric=val_metric, val_steps=val_steps, loss_weight=loss_weight,
+        module,
+        lr=lr,
+        weight_decay=weight_decay,
+        milestones=milestones,
+        gamma=gamma,
+        curriculum_epochs=curriculum_epochs,
+        val_metric=val_metric,
+        val_steps=val_steps,
+        loss_weight=loss_weight,
     )
     ckpt_path = None
     if checkpoint_dir is not None:
@@ -335,10 +351,23 @@ def fit(
         elif resume:
             logg.warning(f"`resume=True` but {last} does not exist: starting from scratch.")
     stopper = BestAndEarlyStop(patience, min_epochs)
-    run_trainer(lit, train_dl, val_dl, name="fit", max_epochs=max_epochs, accelerator=accelerator, devices=devices,
-                strategy=strategy, precision=precision, gradient_clip_val=gradient_clip_val, callbacks=[stopper],
-                progress_bar=settings.verbosity >= 2, checkpoint_dir=checkpoint_dir, ckpt_path=ckpt_path,
-                loader_generator=g)
+    run_trainer(
+        lit,
+        train_dl,
+        val_dl,
+        name="fit",
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=[stopper],
+        progress_bar=settings.verbosity >= 2,
+        checkpoint_dir=checkpoint_dir,
+        ckpt_path=ckpt_path,
+        loader_generator=g,
+    )
     stopper.restore(module)
     module.eval()
     module.cpu()
@@ -359,9 +388,18 @@ def fit(
     )
     logg.info(f"fit: {len(lit.history)} epochs; best validation {stopper.best:.4g} at epoch {stopper.best_epoch}.")
     if calibrate:
-        _calibrate_after_fit(model, table, rows[val_idx] if cal_rows.size == 0 else cal_rows, genes, layer_used,
-                             embedding_key, calibration_samples, seed, "validation spots" if cal_rows.size == 0 else
-                             "calibration_sections", section_key)
+        _calibrate_after_fit(
+            model,
+            table,
+            rows[val_idx] if cal_rows.size == 0 else cal_rows,
+            genes,
+            layer_used,
+            embedding_key,
+            calibration_samples,
+            seed,
+            "validation spots" if cal_rows.size == 0 else "calibration_sections",
+            section_key,
+        )
     return model
 
 
@@ -373,13 +411,16 @@ def _calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_
     from sthinge.tl._data import _embedding, _expression
 
     if len(cal_rows) < 2:
-        logg.warning("fit: fewer than 2 spots to calibrate on (no validation spots): the model is not calibrated; "
-                     "use `tl.calibrate` on a held-out section.")
+        logg.warning(
+            "fit: fewer than 2 spots to calibrate on (no validation spots): the model is not calibrated; "
+            "use `tl.calibrate` on a held-out section."
+        )
         return
     truth, _ = _expression(table, layer, genes, cal_rows)
     obs = table.obs.iloc[cal_rows][[section_key]] if section_key in table.obs else None
-    spots = ad.AnnData(X=truth, obs=obs, layers={"truth": truth},
-                       obsm={embedding_key: _embedding(table, embedding_key, cal_rows)})
+    spots = ad.AnnData(
+        X=truth, obs=obs, layers={"truth": truth}, obsm={embedding_key: _embedding(table, embedding_key, cal_rows)}
+    )
     spots.var_names = list(genes)
     cal = calibrate(spots, model, layer="truth", n_samples=n_samples, seed=seed, section_key=section_key)
     cal.info["source"] = source

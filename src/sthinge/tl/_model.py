@@ -68,13 +68,16 @@ def _vector(payload: dict, key: str, n: int, where: str) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{where}: field {key!r} must be a vector of numbers, got dtype {arr.dtype}.")
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{where}: field {key!r} has shape {list(arr.shape)}, but the model's embedding width "
-                         f"(config.cond_dim) is {n}.")
+        raise ValueError(
+            f"{where}: field {key!r} has shape {list(arr.shape)}, but the model's embedding width "
+            f"(config.cond_dim) is {n}."
+        )
     arr = arr.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{where}: field {key!r} holds {bad.size} NaN or infinite value(s) (first at index "
-                         f"{int(bad[0])}).")
+        raise ValueError(
+            f"{where}: field {key!r} holds {bad.size} NaN or infinite value(s) (first at index {int(bad[0])})."
+        )
     return arr
 
 
@@ -114,14 +117,17 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
         raise ValueError(f"{where} is not a sthinge model file (missing {missing}).")
     # ---- weights
     state = payload["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise ValueError(f"{where}: 'state_dict' must be a dict of tensors.")
     for name, value in state.items():
         if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
             n_bad = int((~torch.isfinite(value)).sum())
-            raise ValueError(f"{where}: weight {name!r} of 'state_dict' holds {n_bad} NaN or infinite value(s); the "
-                             "model file is corrupt.")
+            raise ValueError(
+                f"{where}: weight {name!r} of 'state_dict' holds {n_bad} NaN or infinite value(s); the "
+                "model file is corrupt."
+            )
     # ---- configurations
     for key in ("config", "backbone_config"):
         if not isinstance(payload[key], dict):
@@ -139,24 +145,31 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     if not isinstance(source, dict) or source.get("kind") not in ("file", "weights"):
         raise ValueError(f"{where}: field 'backbone' must be a dict with 'kind' 'file' or 'weights', got {source!r}.")
     source = dict(source)
-    if source["kind"] == "file" and (not isinstance(source.get("path"), str) or not source["path"]
-                                     or not isinstance(source.get("sha256", ""), str)):
-        raise ValueError(f"{where}: field 'backbone' of a file-backed model needs a 'path' and a 'sha256' string, "
-                         f"got {source!r}.")
+    if source["kind"] == "file" and (
+        not isinstance(source.get("path"), str) or not source["path"] or not isinstance(source.get("sha256", ""), str)
+    ):
+        raise ValueError(
+            f"{where}: field 'backbone' of a file-backed model needs a 'path' and a 'sha256' string, got {source!r}."
+        )
     # ---- genes: names, symbols, ids
     gene_ids = state.get("gg")
     if gene_ids is None:
         raise ValueError(f"{where} lacks the gene ids buffer 'gg' in 'state_dict'.")
     if gene_ids.ndim != 1 or gene_ids.is_floating_point() or gene_ids.is_complex() or gene_ids.dtype == torch.bool:
-        raise ValueError(f"{where}: gene ids 'gg' must be a 1-d integer tensor, got {gene_ids.dtype} of shape "
-                         f"{list(gene_ids.shape)}.")
+        raise ValueError(
+            f"{where}: gene ids 'gg' must be a 1-d integer tensor, got {gene_ids.dtype} of shape "
+            f"{list(gene_ids.shape)}."
+        )
     n_genes = int(gene_ids.numel())
     if n_genes != config.n_genes:
-        raise ValueError(f"{where}: 'state_dict' holds {n_genes} gene ids 'gg', but field 'config' says n_genes="
-                         f"{config.n_genes}.")
+        raise ValueError(
+            f"{where}: 'state_dict' holds {n_genes} gene ids 'gg', but field 'config' says n_genes={config.n_genes}."
+        )
     if n_genes and (int(gene_ids.min()) < 1 or int(gene_ids.max()) > bconfig.vocab_size):
-        raise ValueError(f"{where}: gene ids 'gg' must lie in 1..{bconfig.vocab_size} (the backbone's vocabulary), "
-                         f"got {int(gene_ids.min())}..{int(gene_ids.max())}.")
+        raise ValueError(
+            f"{where}: gene ids 'gg' must lie in 1..{bconfig.vocab_size} (the backbone's vocabulary), "
+            f"got {int(gene_ids.min())}..{int(gene_ids.max())}."
+        )
     var_names = _str_list(payload, "var_names", where)
     empty = [i for i, g in enumerate(var_names) if not g.strip()]
     if empty:
@@ -164,23 +177,29 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     seen: set[str] = set()
     dups = sorted({g for g in var_names if g in seen or seen.add(g)})
     if dups:
-        raise ValueError(f"{where}: field 'var_names' holds duplicated names {dups[:5]}"
-                         f"{' ...' if len(dups) > 5 else ''} ({len(dups)} in all); gene names must be unique.")
+        raise ValueError(
+            f"{where}: field 'var_names' holds duplicated names {dups[:5]}"
+            f"{' ...' if len(dups) > 5 else ''} ({len(dups)} in all); gene names must be unique."
+        )
     if len(var_names) != n_genes:
-        raise ValueError(f"{where}: field 'var_names' has {len(var_names)} names, but the model has {n_genes} gene "
-                         "ids 'gg'.")
+        raise ValueError(
+            f"{where}: field 'var_names' has {len(var_names)} names, but the model has {n_genes} gene ids 'gg'."
+        )
     symbols = _str_list(payload, "symbols", where, default=var_names)
     if len(symbols) != n_genes:
-        raise ValueError(f"{where}: field 'symbols' has {len(symbols)} names, but the model has {n_genes} gene ids "
-                         "'gg'.")
+        raise ValueError(
+            f"{where}: field 'symbols' has {len(symbols)} names, but the model has {n_genes} gene ids 'gg'."
+        )
     _check_symbols(symbols, var_names, gene_ids, bconfig.vocab_size, where)
     # ---- conditioning, and the rest
     cond_mean = _vector(payload, "cond_mean", config.cond_dim, where)
     cond_std = _vector(payload, "cond_std", config.cond_dim, where)
     if (cond_std <= 0).any():
         i = int(np.flatnonzero(cond_std <= 0)[0])
-        raise ValueError(f"{where}: field 'cond_std' must be > 0 everywhere (it divides the embeddings), got "
-                         f"{float(cond_std[i])} at index {i}.")
+        raise ValueError(
+            f"{where}: field 'cond_std' must be > 0 everywhere (it divides the embeddings), got "
+            f"{float(cond_std[i])} at index {i}."
+        )
     key = payload["embedding_key"]
     if not isinstance(key, str) or not key:
         raise ValueError(f"{where}: field 'embedding_key' must be a non-empty string, got {key!r}.")
@@ -190,7 +209,8 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     train_sections = _str_list(payload, "train_sections", where, default=[])
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(
-            isinstance(h, dict) and all(isinstance(k, str) and _is_number(v) for k, v in h.items()) for h in history):
+        isinstance(h, dict) and all(isinstance(k, str) and _is_number(v) for k, v in h.items()) for h in history
+    ):
         raise ValueError(f"{where}: field 'history' must be a list of dicts of numbers (one per epoch).")
     transform = payload.get("transform", {})
     if not isinstance(transform, dict) or not all(isinstance(k, str) for k in transform):
@@ -203,10 +223,22 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
             calibration = Calibration.from_dict(calibration, len(var_names))
         except ValueError as err:
             raise ValueError(f"{where}: field 'calibration': {err}") from None
-    return {"state": state, "config": config, "backbone_config": bconfig, "backbone": source,
-            "var_names": var_names, "symbols": symbols, "embedding_key": key, "cond_mean": cond_mean,
-            "cond_std": cond_std, "layer": layer, "transform": dict(transform), "history": list(history),
-            "train_sections": train_sections, "calibration": calibration}
+    return {
+        "state": state,
+        "config": config,
+        "backbone_config": bconfig,
+        "backbone": source,
+        "var_names": var_names,
+        "symbols": symbols,
+        "embedding_key": key,
+        "cond_mean": cond_mean,
+        "cond_std": cond_std,
+        "layer": layer,
+        "transform": dict(transform),
+        "history": list(history),
+        "train_sections": train_sections,
+        "calibration": calibration,
+    }
 
 
 def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_size: int, where: str) -> None:
@@ -348,8 +380,10 @@ class HingeModel:
         path = _check_output_path("path", path, overwrite=overwrite, kind="folder")
         file = path / _MODEL_FILE
         if file.is_dir():
-            raise FileExistsError(f"`path` {str(path)!r}: {str(file)!r} is a folder, not a model file; it is never "
-                                  "replaced. Choose another path.")
+            raise FileExistsError(
+                f"`path` {str(path)!r}: {str(file)!r} is a folder, not a model file; it is never "
+                "replaced. Choose another path."
+            )
         if path.is_dir():
             try:
                 _probe_write(path)
@@ -430,8 +464,9 @@ class HingeModel:
         path = Path(path).expanduser()
         file = path / _MODEL_FILE if path.is_dir() else path
         if not file.is_file():
-            raise FileNotFoundError(f"`path` {str(path)!r}: no sthinge model there (expected the folder written by "
-                                    "`save`).")
+            raise FileNotFoundError(
+                f"`path` {str(path)!r}: no sthinge model there (expected the folder written by `save`)."
+            )
         given = _check_backbone_argument(backbone)
         fields = _read_payload(safe_torch_load(file), file)  # every field checked before anything is built
         config, bconfig = fields["config"], fields["backbone_config"]

@@ -117,7 +117,9 @@ def predict(
     The prediction table is an AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and
     ``obsm["spatial"]``, and
 
-    - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``);
+    - ``X``: the predicted mean (log-normalised: the transform of the training layer, ``uns[key_added]``): the mean
+      over the samples, where for ``likelihood="gaussian"`` models each sample contributes the mean of the
+      distribution its values were drawn from (not the draw itself, which only adds noise to the mean);
     - ``layers[f"{key_added}_std"]``: the predictive standard deviation of the spot and gene, before
       calibration: the square root of the variance of the mixture of the distributions the samples were drawn
       from (reveal order, fill noise and, for ``likelihood="gaussian"`` models, the decoder's Gaussian of each
@@ -163,8 +165,19 @@ def predict(
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
     inplace = _check_inplace(inplace)
     levels = () if levels is None else check_levels(levels, ascending=True)
-    rows, emb = _prediction_inputs(data, table, source_key, key_added, not inplace, sections, section_key,
-                                   model.embedding_key, model.cond_dim, overwrite, levels=levels)
+    rows, emb = _prediction_inputs(
+        data,
+        table,
+        source_key,
+        key_added,
+        not inplace,
+        sections,
+        section_key,
+        model.embedding_key,
+        model.cond_dim,
+        overwrite,
+        levels=levels,
+    )
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
     if autocast is None:
@@ -186,8 +199,14 @@ def predict(
         for lo in progress(range(0, n, _CHUNK), desc="predicting", total=(n + _CHUNK - 1) // _CHUNK):
             hi = min(lo + _CHUNK, n)
             cond = torch.from_numpy(model.standardize(_rows_of(emb, rows[lo:hi])))  # one chunk at a time
-            kwargs = dict(n_steps=n_steps, n_samples=n_samples, generator=gen, return_samples=return_samples,
-                          autocast=dtype, return_variance=True)
+            kwargs = dict(
+                n_steps=n_steps,
+                n_samples=n_samples,
+                generator=gen,
+                return_samples=return_samples,
+                autocast=dtype,
+                return_variance=True,
+            )
             state = gen.get_state()
             try:  # a batch size halved on OOM stays halved
                 out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
@@ -196,13 +215,17 @@ def predict(
             except Exception as err:  # noqa: BLE001 - any failure of the compiled model: fall back to eager
                 if runner is module:
                     raise
-                logg.warning(f"predict: the compiled model failed ({type(err).__name__}: {err}); continuing "
-                             "without torch.compile.")
+                logg.warning(
+                    f"predict: the compiled model failed ({type(err).__name__}: {err}); continuing "
+                    "without torch.compile."
+                )
                 runner = module
                 gen.set_state(state)
                 out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
-            mean[lo:hi] = out[0].float().cpu().numpy()
-            std[lo:hi] = out[-1].float().clamp_min(0).sqrt().cpu().numpy()  # the predictive variance
+            # the mixture's mean and variance: for a drawing (Gaussian) model the draws' own noise is integrated
+            # out in closed form; for a point model they equal the mean and variance over the samples
+            mean[lo:hi] = out[-1].float().cpu().numpy()
+            std[lo:hi] = out[-2].float().clamp_min(0).sqrt().cpu().numpy()
             if samples is not None:
                 samples[lo:hi] = out[2].float().cpu().numpy()
     finally:
@@ -225,12 +248,14 @@ def predict(
     logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
     bounds = _intervals(mean, std, levels, model.calibration, key_added, uns)
     extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
-    return _write_prediction(data, table, rows, mean, std, model.genes, key_added, uns, not inplace,
-                             extra_obsm=extra, extra_layers=bounds)
+    return _write_prediction(
+        data, table, rows, mean, std, model.genes, key_added, uns, not inplace, extra_obsm=extra, extra_layers=bounds
+    )
 
 
-def _intervals(mean: np.ndarray, std: np.ndarray, levels: tuple[float, ...], calibration, key_added: str,
-               uns: dict[str, Any]) -> dict[str, np.ndarray]:
+def _intervals(
+    mean: np.ndarray, std: np.ndarray, levels: tuple[float, ...], calibration, key_added: str, uns: dict[str, Any]
+) -> dict[str, np.ndarray]:
     """The interval bounds at ``levels`` by their layer names: conformal with a calibration, else Gaussian (with a
     warning). ``uns`` records which."""
     from sthinge.tl._intervals import gaussian_z, interval_layer_names
@@ -243,9 +268,11 @@ def _intervals(mean: np.ndarray, std: np.ndarray, levels: tuple[float, ...], cal
     uns["levels"] = [float(v) for v in levels]
     uns["intervals"] = "gaussian" if calibration is None else "conformal"
     if calibration is None:
-        logg.warning("predict: the model is not calibrated, so the intervals are Gaussian (mean +- z std) and "
-                     "usually cover far less than their level; calibrate it with `tl.calibrate` (or fit with "
-                     "`calibrate=True`).")
+        logg.warning(
+            "predict: the model is not calibrated, so the intervals are Gaussian (mean +- z std) and "
+            "usually cover far less than their level; calibrate it with `tl.calibrate` (or fit with "
+            "`calibrate=True`)."
+        )
     for level in levels:
         if calibration is None:
             half = gaussian_z(level) * std
@@ -257,8 +284,9 @@ def _intervals(mean: np.ndarray, std: np.ndarray, levels: tuple[float, ...], cal
     return out
 
 
-def _check_prediction_keys(data, table, source_key, key_added: str, embedding_key: str, overwrite,
-                           levels: tuple[float, ...] = ()) -> None:
+def _check_prediction_keys(
+    data, table, source_key, key_added: str, embedding_key: str, overwrite, levels: tuple[float, ...] = ()
+) -> None:
     """Where a prediction named ``key_added`` would be written into ``data``: the one rule of every writer.
 
     Never the table being read, the coordinates or the input embedding (not even with ``overwrite``); another
@@ -268,14 +296,18 @@ def _check_prediction_keys(data, table, source_key, key_added: str, embedding_ke
     std_key = f"{key_added}{K.STD_SUFFIX}"
     if _is_spatialdata(data):
         if key_added == source_key:
-            raise ValueError(f"`key_added` {key_added!r} names the table being read (`table_key`); it is never "
-                             "replaced. Choose another name.")
+            raise ValueError(
+                f"`key_added` {key_added!r} names the table being read (`table_key`); it is never "
+                "replaced. Choose another name."
+            )
         for kind in ("images", "labels", "shapes", "points", "tables"):
             for name in getattr(data, kind, {}):
                 if name.lower() == key_added.lower() and not (kind == "tables" and name == key_added):
-                    raise ValueError(f"`key_added` {key_added!r} names an existing {kind[:-1]} element {name!r} of "
-                                     "the SpatialData object (element names are unique across images, labels, "
-                                     "points, shapes and tables, and their case); choose another name.")
+                    raise ValueError(
+                        f"`key_added` {key_added!r} names an existing {kind[:-1]} element {name!r} of "
+                        "the SpatialData object (element names are unique across images, labels, "
+                        "points, shapes and tables, and their case); choose another name."
+                    )
         _check_overwrite(f"`key_added` {key_added!r}: table {key_added!r}", key_added in data.tables, overwrite)
         return
     from sthinge.tl._intervals import interval_layer_names
@@ -284,8 +316,10 @@ def _check_prediction_keys(data, table, source_key, key_added: str, embedding_ke
     protected = {K.SPATIAL_KEY: "the spot coordinates", embedding_key: "the model's input embedding"}
     for key in keys:
         if key in protected:
-            raise ValueError(f"`key_added` {key_added!r} would write `obsm[{key!r}]`, {protected[key]}; it is never "
-                             "replaced. Choose another name.")
+            raise ValueError(
+                f"`key_added` {key_added!r} would write `obsm[{key!r}]`, {protected[key]}; it is never "
+                "replaced. Choose another name."
+            )
     for key in keys:
         _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key!r}]`", key in table.obsm, overwrite)
 
@@ -296,8 +330,20 @@ def _check_inplace(inplace: Any) -> bool:
     return inplace
 
 
-def _prediction_inputs(data, table, source_key, key_added, return_table, sections, section_key, embedding_key,
-                       cond_dim, overwrite=False, *, levels=()):
+def _prediction_inputs(
+    data,
+    table,
+    source_key,
+    key_added,
+    return_table,
+    sections,
+    section_key,
+    embedding_key,
+    cond_dim,
+    overwrite=False,
+    *,
+    levels=(),
+):
     """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
 
     ``return_table`` (``inplace=False``): the prediction is returned, not written, so where it would be written is
@@ -339,8 +385,9 @@ def _rows_of(emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(emb[rows], dtype=np.float32)
 
 
-def _write_prediction(data, table, rows, mean, std, genes, key_added, uns, return_table, *, extra_obsm=None,
-                      extra_layers=None):
+def _write_prediction(
+    data, table, rows, mean, std, genes, key_added, uns, return_table, *, extra_obsm=None, extra_layers=None
+):
     """Write (mean, std) for ``rows`` of ``table`` as ``tl.predict`` does (shared with the baselines).
 
     SpatialData: a new table ``tables[key_added]`` linked to the same shapes; AnnData: ``obsm`` DataFrames.

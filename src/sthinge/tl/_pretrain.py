@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from sthinge.models.cellfm import CellFM, CellFMConfig
 
 _FORMATS = {"pt": ".pt", "ckpt": ".ckpt", "safetensors": ".safetensors"}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
@@ -192,8 +194,7 @@ def pretrain_backbone(
     symbols = cellfm_vocab(vocab_size)
     maps = [C._var_to_vocab(t, symbols) for t in tables]
     panel = C._choose_panel(tables, genes, symbols, maps)
-    corpus = C._build_corpus(tables, panel, maps, cellfm_gene_ids(panel, vocab_size), layer, section_key,
-                             presence_key)
+    corpus = C._build_corpus(tables, panel, maps, cellfm_gene_ids(panel, vocab_size), layer, section_key, presence_key)
     never = int((~corpus.present.any(0)).sum())
     if never:
         logg.warning(f"{never} panel gene(s) are measured in no spot of `data`; their embeddings stay untrained.")
@@ -204,9 +205,15 @@ def pretrain_backbone(
         return C._batch_tensors(corpus, np.asarray(idx, dtype=np.int64))
 
     g = torch.Generator().manual_seed(seed)
-    train_dl = DataLoader(train_rows.tolist(), batch_size=batch_size, shuffle=True, generator=g, collate_fn=collate,
-                          drop_last=len(train_rows) > batch_size)
-    val_batches = [collate(val_rows[i:i + 256]) for i in range(0, n_val, 256)]
+    train_dl = DataLoader(
+        train_rows.tolist(),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=g,
+        collate_fn=collate,
+        drop_last=len(train_rows) > batch_size,
+    )
+    val_batches = [collate(val_rows[i : i + 256]) for i in range(0, n_val, 256)]
     val_dl = DataLoader(val_rows.tolist(), batch_size=256, collate_fn=collate) if n_val else None
 
     # ---- module, run ----------------------------------------------------------------------------------
@@ -214,28 +221,51 @@ def pretrain_backbone(
 
     pl.seed_everything(seed, workers=True, verbose=False)
     model = CellFM(config)
-    lit = PretrainLightning(model, corpus.gene_ids, lr=lr, weight_decay=weight_decay, mask_ratio=mask_ratio,
-                            n_tokens=n_tokens, seed=seed)
+    lit = PretrainLightning(
+        model, corpus.gene_ids, lr=lr, weight_decay=weight_decay, mask_ratio=mask_ratio, n_tokens=n_tokens, seed=seed
+    )
     ids = torch.as_tensor(corpus.gene_ids, dtype=torch.long)
     fixed = dict(n_tokens=n_tokens, mask_ratio=mask_ratio, seed=seed)  # the same masks before and after
     initial = C.validation_loss(model, ids, val_batches, **fixed) if n_val else None
     precision = resolve_precision(precision)
     # one bar over the whole pre-training (elapsed < remaining) and a log line with the time left after epoch 1
     total = max_epochs * len(train_dl) if max_steps is None else min(max_steps, max_epochs * len(train_dl))
-    run_trainer(lit, train_dl, val_dl, name="pretrain_backbone", max_epochs=max_epochs, max_steps=max_steps,
-                accelerator=accelerator, devices=devices, precision=precision, gradient_clip_val=gradient_clip_val,
-                callbacks=[StepProgress(total, max_epochs, "pre-training backbone", "pretrain_backbone")],
-                loader_generator=g, resumable=False)
+    run_trainer(
+        lit,
+        train_dl,
+        val_dl,
+        name="pretrain_backbone",
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=[StepProgress(total, max_epochs, "pre-training backbone", "pretrain_backbone")],
+        loader_generator=g,
+        resumable=False,
+    )
     model = lit.model.cpu().eval()
     final = C.validation_loss(model, ids, val_batches, **fixed) if n_val else None
     runtime = time.perf_counter() - start
 
     # ---- save -------------------------------------------------------------------------------------------
     settings_used = {
-        "preset": config.name, "vocab_size": vocab_size, "layer": layer, "sources": sorted(set(corpus.sources)),
-        "mask_ratio": mask_ratio, "n_tokens": n_tokens, "max_epochs": max_epochs, "max_steps": max_steps,
-        "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "gradient_clip_val": gradient_clip_val,
-        "seed": seed, "val_fraction": val_fraction, "precision": precision,
+        "preset": config.name,
+        "vocab_size": vocab_size,
+        "layer": layer,
+        "sources": sorted(set(corpus.sources)),
+        "mask_ratio": mask_ratio,
+        "n_tokens": n_tokens,
+        "max_epochs": max_epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "gradient_clip_val": gradient_clip_val,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "precision": precision,
     }
     recipe = {"config": dataclasses.asdict(config), "settings": settings_used, "data": corpus.fingerprint()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -249,18 +279,29 @@ def pretrain_backbone(
     from sthinge.io._atomic import atomic_write
 
     info = {
-        "sthinge_version": __version__, "config": dataclasses.asdict(config), "genes": panel,
-        "n_spots": int(corpus.n), "n_train": int(len(train_rows)), "n_val": int(n_val), "settings": settings_used,
-        "recipe": digest, "initial_val_loss": initial, "final_val_loss": final, "history": lit.history,
-        "runtime_s": round(runtime, 1), "format": format,
+        "sthinge_version": __version__,
+        "config": dataclasses.asdict(config),
+        "genes": panel,
+        "n_spots": int(corpus.n),
+        "n_train": int(len(train_rows)),
+        "n_val": int(n_val),
+        "settings": settings_used,
+        "recipe": digest,
+        "initial_val_loss": initial,
+        "final_val_loss": final,
+        "history": lit.history,
+        "runtime_s": round(runtime, 1),
+        "format": format,
     }
     with atomic_write(_sidecar(path)) as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1))
     model.sthinge_path = path
     model.sthinge_pretrain = info
     losses = f"; validation loss {initial:.4f} -> {final:.4f}" if n_val else ""
-    logg.info(f"pretrain_backbone: {len(lit.history)} epoch(s) on {corpus.n} spots x {len(panel)} genes in "
-              f"{runtime:.0f} s{losses}; saved {path}.")
+    logg.info(
+        f"pretrain_backbone: {len(lit.history)} epoch(s) on {corpus.n} spots x {len(panel)} genes in "
+        f"{runtime:.0f} s{losses}; saved {path}."
+    )
     return model
 
 
@@ -271,8 +312,9 @@ def _check_save_target(save: str | os.PathLike | None, name: str = "save", *, ov
     from sthinge._utils import _check_output_path
 
     if save is None:
-        _check_output_path("settings.cachedir (STHINGE_CACHE_DIR)", settings.cachedir / "backbones", overwrite=True,
-                           kind="folder")
+        _check_output_path(
+            "settings.cachedir (STHINGE_CACHE_DIR)", settings.cachedir / "backbones", overwrite=True, kind="folder"
+        )
     else:
         _check_output_path(name, save, overwrite=overwrite)
 

@@ -50,8 +50,12 @@ def rng_states(loader_generator: torch.Generator | None = None) -> dict[str, Any
     _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 - the legacy global generator
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -67,8 +71,14 @@ def set_rng_states(state: dict[str, Any], loader_generator: torch.Generator | No
 
     torch.set_rng_state(state["torch"])
     np_state = state["numpy"]
-    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],  # noqa: NPY002
-                         np_state["has_gauss"], np_state["gauss"]))
+    legacy = (
+        "MT19937",
+        np_state["keys"].numpy().astype(np.uint32),
+        np_state["pos"],
+        np_state["has_gauss"],
+        np_state["gauss"],
+    )
+    np.random.set_state(legacy)  # noqa: NPY002 - the legacy global generator
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
@@ -176,8 +186,19 @@ class TrainingModule(pl.LightningModule):
 class HingeLightning(TrainingModule):
     """HINGE's training loop: masked-diffusion loss with the warm-start curriculum, AdamW, MultiStepLR."""
 
-    def __init__(self, module: torch.nn.Module, *, lr: float, weight_decay: float, milestones: Sequence[int],
-                 gamma: float, curriculum_epochs: int, val_metric: str, val_steps: int, loss_weight: str) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        lr: float,
+        weight_decay: float,
+        milestones: Sequence[int],
+        gamma: float,
+        curriculum_epochs: int,
+        val_metric: str,
+        val_steps: int,
+        loss_weight: str,
+    ) -> None:
         from sthinge.models import MaskSchedule
 
         super().__init__()
@@ -209,8 +230,16 @@ class HingeLightning(TrainingModule):
         if self.val_metric == "loss":
             value = training_loss(self.module, x0, cond, self.schedule, generator=g, loss_weight=self.loss_weight)
         else:
-            mean, _ = sample(self.module, cond, schedule=self.schedule, n_steps=min(self.val_steps,
-                             self.schedule.n_steps), n_samples=1, batch_size=max(64, x0.shape[0]), generator=g)
+            mean, _ = sample(
+                self.module,
+                cond,
+                schedule=self.schedule,
+                n_steps=min(self.val_steps, self.schedule.n_steps),
+                n_samples=1,
+                batch_size=max(64, x0.shape[0]),
+                generator=g,
+                draw=False,
+            )  # the decoder's mean, not a draw from a Gaussian decoder
             value = ((mean.float() - x0.float()) ** 2).mean()
         self.add_validation(float(value), x0.shape[0])
 
@@ -235,8 +264,17 @@ class PretrainLightning(TrainingModule):
     val_name = "val_loss"
     NO_DECAY = ("gene_emb", "cls_token", "zero_emb", "value_enc.mask_emb", "ST_emb")
 
-    def __init__(self, model: torch.nn.Module, gene_ids, *, lr: float, weight_decay: float, mask_ratio: float,
-                 n_tokens: int | None, seed: int) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        gene_ids,
+        *,
+        lr: float,
+        weight_decay: float,
+        mask_ratio: float,
+        n_tokens: int | None,
+        seed: int,
+    ) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("gene_ids", torch.as_tensor(gene_ids, dtype=torch.long), persistent=False)
@@ -252,8 +290,15 @@ class PretrainLightning(TrainingModule):
         from sthinge.tl._corpus import masked_loss
 
         values, missing = batch
-        loss = masked_loss(self.model, self.gene_ids, values, missing, n_tokens=self.n_tokens,
-                           mask_ratio=self.mask_ratio, generator=self.generator)
+        loss = masked_loss(
+            self.model,
+            self.gene_ids,
+            values,
+            missing,
+            n_tokens=self.n_tokens,
+            mask_ratio=self.mask_ratio,
+            generator=self.generator,
+        )
         return self.train_loss(loss, batch_idx, values.shape[0])
 
     def validation_step(self, batch, batch_idx):
@@ -261,8 +306,9 @@ class PretrainLightning(TrainingModule):
 
         values, missing = batch
         g = torch.Generator().manual_seed(self.seed + VAL_SEED_OFFSET + batch_idx)
-        loss = masked_loss(self.model, self.gene_ids, values, missing, n_tokens=self.n_tokens,
-                           mask_ratio=self.mask_ratio, generator=g)
+        loss = masked_loss(
+            self.model, self.gene_ids, values, missing, n_tokens=self.n_tokens, mask_ratio=self.mask_ratio, generator=g
+        )
         self.add_validation(float(loss), values.shape[0])
 
     def configure_optimizers(self):
@@ -301,8 +347,14 @@ class BestAndEarlyStop(EarlyStopping):
     """
 
     def __init__(self, patience: int, min_epochs: int, monitor: str = "val", result_dir: str | None = None) -> None:
-        super().__init__(monitor=monitor, patience=patience, mode="min", strict=False, check_finite=False,
-                         check_on_train_epoch_end=False)
+        super().__init__(
+            monitor=monitor,
+            patience=patience,
+            mode="min",
+            strict=False,
+            check_finite=False,
+            check_on_train_epoch_end=False,
+        )
         self.min_epochs, self.result_dir = min_epochs, result_dir
         self.main_pid = os.getpid()
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -329,8 +381,9 @@ class BestAndEarlyStop(EarlyStopping):
         epoch = self._trainer.current_epoch
         if float(current) < self.best:
             self.best_score, self.best_epoch, self.wait_count = current.detach().cpu().double(), epoch, 0
-            self.best_state = {n: p.detach().cpu().clone() for n, p in self._module.net.named_parameters()
-                               if p.requires_grad}
+            self.best_state = {
+                n: p.detach().cpu().clone() for n, p in self._module.net.named_parameters() if p.requires_grad
+            }
         elif epoch >= self.min_epochs:
             self.wait_count += 1
             if self.wait_count >= self.patience:
@@ -339,8 +392,12 @@ class BestAndEarlyStop(EarlyStopping):
         return False, None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": int(self.best_epoch), "bad": int(self.wait_count),
-                "best_state": self.best_state}
+        return {
+            "best": self.best,
+            "best_epoch": int(self.best_epoch),
+            "bad": int(self.wait_count),
+            "best_state": self.best_state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_score = torch.tensor(float(state["best"]), dtype=torch.float64)
@@ -428,8 +485,10 @@ class StepProgress(pl.Callback):
         if epoch == 1 and 0 < done < self.total_steps:
             took = time.perf_counter() - self.start
             self.bar.clear()  # the log line on a line of its own, the bar below it
-            logg.info(f"{self.name}: epoch 1 of {self.max_epochs} took {duration(took)}; about "
-                      f"{duration(took / done * (self.total_steps - done))} left.")
+            logg.info(
+                f"{self.name}: epoch 1 of {self.max_epochs} took {duration(took)}; about "
+                f"{duration(took / done * (self.total_steps - done))} left."
+            )
             self.bar.refresh()
 
     def on_train_end(self, trainer, pl_module):
@@ -534,8 +593,13 @@ def run_trainer(
             plugins=[SafeCheckpointIO()],
         )
     if trainer.world_size > 1:
-        train_dl = DataLoader(train_dl.dataset, batch_size=train_dl.batch_size, shuffle=True,
-                              drop_last=train_dl.drop_last, collate_fn=train_dl.collate_fn)
+        train_dl = DataLoader(
+            train_dl.dataset,
+            batch_size=train_dl.batch_size,
+            shuffle=True,
+            drop_last=train_dl.drop_last,
+            collate_fn=train_dl.collate_fn,
+        )
     else:
         lit.loader_generator = loader_generator
     result_dir = tempfile.mkdtemp(prefix="sthinge-train-")  # used by spawned workers only
@@ -548,8 +612,7 @@ def run_trainer(
     sigint = signal.getsignal(signal.SIGINT) if main_thread else None
     with quiet_lightning():
         try:
-            trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path,
-                        weights_only=True)
+            trainer.fit(lit, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path, weights_only=True)
             _collect_worker_results(result_dir, lit, stopper)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err}{note()}") from None

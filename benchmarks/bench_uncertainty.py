@@ -164,8 +164,8 @@ def run(args, table, backbone, runs: Path) -> None:
 def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, runs: Path) -> None:
     """One fit held out of ``_calibration_section(fold)``; two calibrations of it, two records."""
     import sthinge as st
+    from sthinge.tl._calibrate import calibrate_after_fit
     from sthinge.tl._data import split_rows
-    from sthinge.tl._fit import _calibrate_after_fit
 
     likelihood = method.split("-")[1]
     cal_section = _calibration_section(fold)
@@ -188,7 +188,7 @@ def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, r
     sections = work.obs["section"].astype(str).to_numpy()
     rows = np.flatnonzero(np.isin(sections, [s for s in train if s != cal_section]))
     _, val_idx = split_rows(len(rows), 0.1, args.seed)
-    _calibrate_after_fit(
+    calibrate_after_fit(
         model,
         work,
         rows[val_idx],

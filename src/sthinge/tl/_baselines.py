@@ -284,6 +284,14 @@ def fit_baseline(
     if not ks:
         raise ValueError("`n_neighbors` is empty.")
     hidden = tuple(_check_int("hidden_layer_sizes", h, low=1) for h in hidden_layer_sizes)
+    mlp_kwargs = dict(
+        hidden_layer_sizes=hidden,
+        early_stopping=True,
+        validation_fraction=val_fraction,
+        max_iter=max_iter,
+        n_iter_no_change=10,
+        random_state=seed,
+    )  # the fit and its residual folds
     table, _ = _resolve_table(data, table_key)
     genes = _panel(table, genes_key)
     rows = _section_rows(table, train_sections, section_key, "train_sections")
@@ -330,14 +338,7 @@ def fit_baseline(
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPRegressor
 
-        est = MLPRegressor(
-            hidden_layer_sizes=hidden,
-            early_stopping=True,
-            validation_fraction=val_fraction,
-            max_iter=max_iter,
-            n_iter_no_change=10,
-            random_state=seed,
-        )
+        est = MLPRegressor(**mlp_kwargs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             est.fit(xs, ys)
@@ -353,14 +354,6 @@ def fit_baseline(
         table.obs[section_key].astype(str).to_numpy()[rows]
         if section_key in table.obs
         else np.full(len(rows), "all", dtype=object)
-    )
-    mlp_kwargs = dict(
-        hidden_layer_sizes=hidden,
-        early_stopping=True,
-        validation_fraction=val_fraction,
-        max_iter=max_iter,
-        n_iter_no_change=10,
-        random_state=seed,
     )
     resid_std, std_info, resid = _residual_std(method, est, xs, ys, groups, seed, mlp_kwargs)
     params.update(std_info)

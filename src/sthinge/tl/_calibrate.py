@@ -129,3 +129,25 @@ def calibrate(
     model.calibration = conformal_calibration(truth, pred.X, std, info=info)
     logg.info(f"calibrate: {len(rows)} spots x {model.n_genes} genes ({', '.join(names) or 'all spots'}).")
     return model.calibration
+
+
+def calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_samples, seed, source, section_key):
+    """:func:`sthinge.tl.calibrate` on ``cal_rows`` of ``table`` (the same path as for a user's call)."""
+    import anndata as ad
+
+    from sthinge.tl._data import _embedding, _expression
+
+    if len(cal_rows) < 2:
+        logg.warning(
+            "fit: fewer than 2 spots to calibrate on (no validation spots): the model is not calibrated; "
+            "use `tl.calibrate` on a held-out section."
+        )
+        return
+    truth, _ = _expression(table, layer, genes, cal_rows)
+    obs = table.obs.iloc[cal_rows][[section_key]] if section_key in table.obs else None
+    spots = ad.AnnData(
+        X=truth, obs=obs, layers={"truth": truth}, obsm={embedding_key: _embedding(table, embedding_key, cal_rows)}
+    )
+    spots.var_names = list(genes)
+    cal = calibrate(spots, model, layer="truth", n_samples=n_samples, seed=seed, section_key=section_key)
+    cal.info["source"] = source

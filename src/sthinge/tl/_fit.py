@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,27 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from sthinge.tl._model import HingeModel
 
 _VAL_METRICS = ("mse", "loss")
-
-
-def _hinge_config(config: Any, n_genes: int, cond_dim: int):
-    from sthinge.models import HingeConfig
-
-    if config is None:
-        config = {}
-    if isinstance(config, HingeConfig):
-        config = dataclasses.asdict(config)
-    if not isinstance(config, dict):
-        raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
-    fields = {f.name for f in dataclasses.fields(HingeConfig)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-        allowed = sorted(fields - {"n_genes", "cond_dim"})
-        raise ValueError(f"`config` has unknown field(s) {unknown}; allowed: {allowed}.")
-    config = {**config, "n_genes": n_genes, "cond_dim": cond_dim}
-    try:
-        return HingeConfig(**config)
-    except ValueError as err:
-        raise ValueError(f"`config`: {err}") from err
 
 
 def _check_resume_checkpoint(last: Path) -> None:
@@ -242,8 +220,9 @@ def fit(
     from sthinge._settings import settings
     from sthinge._vocab import cellfm_gene_ids
     from sthinge.models import Hinge
+    from sthinge.tl._calibrate import calibrate_after_fit
     from sthinge.tl._data import _embedding, _expression, _panel, _panel_symbols, _section_rows
-    from sthinge.tl._model import HingeModel
+    from sthinge.tl._model import HingeModel, _hinge_config
 
     # ---- validate everything before any work ----------------------------------------------------------
     table, _ = _resolve_table(data, table_key)
@@ -388,7 +367,7 @@ def fit(
     )
     logg.info(f"fit: {len(lit.history)} epochs; best validation {stopper.best:.4g} at epoch {stopper.best_epoch}.")
     if calibrate:
-        _calibrate_after_fit(
+        calibrate_after_fit(
             model,
             table,
             rows[val_idx] if cal_rows.size == 0 else cal_rows,
@@ -401,26 +380,3 @@ def fit(
             section_key,
         )
     return model
-
-
-def _calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_samples, seed, source, section_key):
-    """:func:`sthinge.tl.calibrate` on ``cal_rows`` of ``table`` (the same path as for a user's call)."""
-    import anndata as ad
-
-    from sthinge.tl._calibrate import calibrate
-    from sthinge.tl._data import _embedding, _expression
-
-    if len(cal_rows) < 2:
-        logg.warning(
-            "fit: fewer than 2 spots to calibrate on (no validation spots): the model is not calibrated; "
-            "use `tl.calibrate` on a held-out section."
-        )
-        return
-    truth, _ = _expression(table, layer, genes, cal_rows)
-    obs = table.obs.iloc[cal_rows][[section_key]] if section_key in table.obs else None
-    spots = ad.AnnData(
-        X=truth, obs=obs, layers={"truth": truth}, obsm={embedding_key: _embedding(table, embedding_key, cal_rows)}
-    )
-    spots.var_names = list(genes)
-    cal = calibrate(spots, model, layer="truth", n_samples=n_samples, seed=seed, section_key=section_key)
-    cal.info["source"] = source

@@ -261,6 +261,27 @@ def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_siz
         )
 
 
+def _hinge_config(config: Any, n_genes: int, cond_dim: int):
+    from sthinge.models import HingeConfig
+
+    if config is None:
+        config = {}
+    if isinstance(config, HingeConfig):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, dict):
+        raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
+    fields = {f.name for f in dataclasses.fields(HingeConfig)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        allowed = sorted(fields - {"n_genes", "cond_dim"})
+        raise ValueError(f"`config` has unknown field(s) {unknown}; allowed: {allowed}.")
+    config = {**config, "n_genes": n_genes, "cond_dim": cond_dim}
+    try:
+        return HingeConfig(**config)
+    except ValueError as err:
+        raise ValueError(f"`config`: {err}") from err
+
+
 class HingeModel:
     """A HINGE model trained by :func:`sthinge.tl.fit`, ready for :func:`sthinge.tl.predict`.
 

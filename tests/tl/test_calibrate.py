@@ -110,7 +110,7 @@ def test_anndata_prediction_keeps_its_samples(setup):
     rows = (table.obs["section"] == "S1").to_numpy()
     assert samples.shape == (table.n_obs, 3, model.n_genes)
     assert np.isfinite(samples[rows]).all() and np.isnan(samples[~rows]).all()
-    np.testing.assert_allclose(samples[rows].mean(1), table.obsm["sthinge"].to_numpy()[rows], rtol=1e-5, atol=1e-6)
+    assert (samples[rows] >= 0).all() and samples[rows].std(1).mean() > 0  # draws of the Gaussian decoder
     res = st.tl.evaluate(table, metrics=["mse"])
     assert res.loc["S1", "crps_method"] == "samples"
     st.tl.predict(table, model, sections=["S1"], n_samples=2, overwrite=True)  # no samples: none left behind

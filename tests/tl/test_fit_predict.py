@@ -75,7 +75,9 @@ def test_predict_writes_linked_table(trained):
     assert std.shape == pred.shape and (std >= 0).all() and std.max() > 0
     samples = pred.obsm[f"{K.PRED_KEY}{K.SAMPLES_SUFFIX}"]
     assert samples.shape == (64, 3, len(model.genes))
-    np.testing.assert_allclose(samples.mean(1), pred.X, rtol=1e-5, atol=1e-5)
+    # draws of the Gaussian decoder (fit's default); X is the mean of the distributions they were drawn from
+    assert (samples >= 0).all() and samples.std(1).mean() > 0
+    assert np.abs(samples.mean(1) - pred.X).mean() < 3 * (std / np.sqrt(3)).mean()  # within their sampling error
     assert (pred.obs[K.SECTION_KEY] == "S3").all()
     attrs = pred.uns["spatialdata_attrs"]
     assert attrs["region"] == "S3_spots" or attrs["region"] == ["S3_spots"]
@@ -330,7 +332,7 @@ def test_predict_compile_falls_back_to_eager(trained, monkeypatch, caplog):
             self.inner = inner
             self.config, self.n_genes = inner.config, inner.n_genes
 
-        def forward(self, *args):
+        def forward(self, *args, **kwargs):
             calls.append(1)
             raise RuntimeError("inductor: no C++ compiler")
 
@@ -364,9 +366,9 @@ def test_predict_compile_uses_the_compiled_model(trained, monkeypatch):
                 self.inner = module
                 self.config, self.n_genes = module.config, module.n_genes
 
-            def forward(self, *args):
+            def forward(self, *args, **kwargs):
                 used.append(args[0].shape[0])
-                return self.inner(*args)
+                return self.inner(*args, **kwargs)
 
         return Wrapped()
 

@@ -131,7 +131,10 @@ def fit(
         Local weights file of the preset.
     config
         Model variant: a dict of :class:`sthinge.models.HingeConfig` fields (e.g. ``{"variant": "scratch"}``,
-        ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``).
+        ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``). Unless it names a
+        ``likelihood``, ``fit`` trains sthinge's distributional decoder (``"gaussian"``: a per-gene standard
+        deviation next to the mean, trained with the CRPS, so that samples are draws; see Method,
+        :ref:`method-uncertainty`); ``{"likelihood": "point"}`` is the paper's decoder.
     %(embedding_key)s
     %(genes_key)s
     %(layer_lognorm)s

@@ -261,6 +261,11 @@ def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_siz
         )
 
 
+FIT_LIKELIHOOD = "gaussian"
+"""The decoder ``tl.fit`` trains when its ``config`` does not name one (``HingeConfig``'s own default is the paper's
+``"point"``); measured in ``docs/benchmarks.md`` (uncertainty section)."""
+
+
 def _hinge_config(config: Any, n_genes: int, cond_dim: int):
     from sthinge.models import HingeConfig
 
@@ -270,6 +275,7 @@ def _hinge_config(config: Any, n_genes: int, cond_dim: int):
         config = dataclasses.asdict(config)
     if not isinstance(config, dict):
         raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
+    config = {"likelihood": FIT_LIKELIHOOD, **config}  # a HingeConfig given as such keeps its own
     fields = {f.name for f in dataclasses.fields(HingeConfig)}
     unknown = sorted(set(config) - fields)
     if unknown:

@@ -460,7 +460,7 @@ class Hinge(nn.Module):
 
         from sthinge._utils import _check_output_path
         from sthinge._version import __version__
-        from sthinge.io._atomic import atomic_write
+        from sthinge.io._torch import atomic_save
 
         _check_output_path("path", path, overwrite=overwrite)
         if var_names is not None and len(var_names) != self.n_genes:
@@ -471,8 +471,7 @@ class Hinge(nn.Module):
             "var_names": list(var_names) if var_names is not None else None,
             "version": __version__,
         }
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:  # a file object: no temp name inside the archive
-            torch.save(payload, fh)
+        atomic_save(payload, path)  # sthinge's one atomic writer of torch files
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Hinge:

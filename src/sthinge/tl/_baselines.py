@@ -447,28 +447,25 @@ def predict_baseline(
     >>> st.tl.predict_baseline(sdata, ridge, sections="A1")  # doctest: +SKIP
     >>> sdata.tables["ridge"]  # doctest: +SKIP
     """
-    from sthinge.tl._intervals import check_levels
-    from sthinge.tl._predict import _check_inplace, _intervals, _prediction_inputs, _write_prediction
+    from sthinge.tl._predict import _intervals, _prediction_inputs, _write_prediction
 
     if not isinstance(model, BaselineModel):
         raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
-    inplace = _check_inplace(inplace)
-    levels = () if levels is None or model.resid_std is None else check_levels(levels, ascending=True)
-    rows, emb = _prediction_inputs(
+    inplace, levels, rows, emb = _prediction_inputs(
         data,
         table,
         source_key,
+        model,
         key_added,
-        not inplace,
-        sections,
-        section_key,
-        model.embedding_key,
-        model.cond_dim,
-        overwrite,
+        inplace=inplace,
+        sections=sections,
+        section_key=section_key,
+        overwrite=overwrite,
         levels=levels,
     )
+    levels = levels if model.resid_std is not None else ()  # no std: no intervals
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)
     std = model.predict_std_array(len(rows))  # Gaussian std, written like HINGE's (layers / obsm f"{key}_std")

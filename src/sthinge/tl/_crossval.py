@@ -204,20 +204,15 @@ def cross_validate(
         select_genes(work, train_sections=train, n_top=n_top, vocab=vocab, layer=layer, section_key=section_key)
         panel = _panel(work, K.GENES_KEY)
         panels[name] = panel
+        common = dict(
+            embedding_key=embedding_key, layer=layer, train_sections=train, section_key=section_key, seed=seed
+        )
         start = time.perf_counter()
         if method == "hinge":
             from sthinge.tl._fit import fit
             from sthinge.tl._predict import predict
 
-            model = fit(
-                work,
-                embedding_key=embedding_key,
-                layer=layer,
-                train_sections=train,
-                section_key=section_key,
-                seed=seed,
-                **fit_kwargs,
-            )
+            model = fit(work, **common, **fit_kwargs)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             predict(
@@ -231,16 +226,7 @@ def cross_validate(
                 **predict_kwargs,
             )  # `work` is cross_validate's own copy
         else:
-            model = fit_baseline(
-                work,
-                method=method,
-                embedding_key=embedding_key,
-                layer=layer,
-                train_sections=train,
-                section_key=section_key,
-                seed=seed,
-                **fit_kwargs,
-            )
+            model = fit_baseline(work, method=method, **common, **fit_kwargs)
             fit_s = time.perf_counter() - start
             start = time.perf_counter()
             predict_baseline(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, overwrite=True)

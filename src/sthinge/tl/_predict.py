@@ -163,19 +163,16 @@ def predict(
     seed = _check_int("seed", seed, low=0)
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
-    inplace = _check_inplace(inplace)
-    levels = () if levels is None else check_levels(levels, ascending=True)
-    rows, emb = _prediction_inputs(
+    inplace, levels, rows, emb = _prediction_inputs(
         data,
         table,
         source_key,
+        model,
         key_added,
-        not inplace,
-        sections,
-        section_key,
-        model.embedding_key,
-        model.cond_dim,
-        overwrite,
+        inplace=inplace,
+        sections=sections,
+        section_key=section_key,
+        overwrite=overwrite,
         levels=levels,
     )
     if len(rows) == 0:
@@ -330,26 +327,17 @@ def _check_inplace(inplace: Any) -> bool:
     return inplace
 
 
-def _prediction_inputs(
-    data,
-    table,
-    source_key,
-    key_added,
-    return_table,
-    sections,
-    section_key,
-    embedding_key,
-    cond_dim,
-    overwrite=False,
-    *,
-    levels=(),
-):
-    """Validate the common inputs of ``predict`` and ``predict_baseline`` before any work.
+def _prediction_inputs(data, table, source_key, model, key_added, *, inplace, sections, section_key, overwrite, levels):
+    """Validate the common inputs of ``predict`` and ``predict_baseline`` (``model``: a HingeModel or a
+    BaselineModel, with ``embedding_key`` and ``cond_dim``) before any work.
 
-    ``return_table`` (``inplace=False``): the prediction is returned, not written, so where it would be written is
-    not checked. Returns the row indices to predict and the embedding array *without copying it* (checked chunk by
-    chunk), so memory does not grow with the number of spots.
+    With ``inplace=False`` the prediction is returned, not written, so where it would be written is not checked.
+    Returns ``inplace``, the interval ``levels`` (a tuple, empty for ``None``), the row indices to predict and the
+    embedding array *without copying it* (checked chunk by chunk), so memory does not grow with the number of spots.
     """
+    inplace = _check_inplace(inplace)
+    levels = () if levels is None else check_levels(levels, ascending=True)
+    return_table, embedding_key, cond_dim = not inplace, model.embedding_key, model.cond_dim
     from sthinge.tl._data import _embedding_array, _section_rows
 
     if not isinstance(key_added, str) or not key_added:
@@ -366,7 +354,7 @@ def _prediction_inputs(
             raise ValueError(f"`obsm[{embedding_key!r}]` holds NaN or infinite values.")
     if not return_table:
         _check_prediction_keys(data, table, source_key, key_added, embedding_key, overwrite, levels)
-    return rows, emb
+    return inplace, levels, rows, emb
 
 
 def _is_quantile_key(name: str, key_added: str) -> bool:

@@ -254,7 +254,7 @@ def _records(runs: list[Path]) -> list[dict]:
 
 def _fmt(values, digits: int = 3) -> str:
     a = np.asarray(values, dtype=float)
-    if a.size == 0:
+    if a.size == 0 or np.isnan(a).all():  # e.g. Spearman(std, error) of a std that is the same for every spot
         return "–"
     return f"{a.mean():.{digits}f} ± {a.std(ddof=1) if a.size > 1 else 0.0:.{digits}f}"
 
@@ -280,7 +280,10 @@ def report(runs: list[Path]) -> str:
         "`val` on its validation spots (random spots of its training sections), `section` on the fourth training "
         "section, held out of training (the one after the test section, cyclically). Ridge: "
         "conformal on its out-of-fold (section-fold) residuals. Mean ± sd over folds; 'median gene' is the median "
-        "over genes of the per-gene coverage on the held-out section, shown as the range over folds.",
+        "over genes of the per-gene coverage on the held-out section, shown as the range over folds. Ridge's std is "
+        "one value per gene for every spot, so it cannot rank spots (Spearman '–'). 'co-expr.': similarity of the "
+        "gene-gene correlation matrix to the truth's (`tl.coexpression`), of the mean and of one sample (ridge: the "
+        "mean plus one Gaussian draw of its std).",
         "",
         "| method | folds | cov. 50 % | cov. 90 % | median gene 50 % (range) | median gene 90 % (range) | "
         "width 90 % | CRPS | Spearman(std, err) | PCC-50 | co-expr. mean | co-expr. 1 sample |",

@@ -80,7 +80,7 @@ def gaussian_crps(mean: Tensor, std: Tensor, x: Tensor, *, lower: float | None =
 
     * Gaussian: σ [z (2Φ(z) − 1) + 2φ(z) − 1/√π] (Gneiting et al. 2005).
     * censored at L (the law of max(L, X)), l = (L − μ)/σ, z = (max(x, L) − μ)/σ: the Gaussian's value minus
-      σ ∫_{−∞}^{l} Φ² = σ [l Φ(l)² + 2 Φ(l) φ(l) − Φ(√2 l)/√π], plus |x − max(x, L)| (0 for x ≥ L).
+      σ ∫_{−∞}^{l} Φ² = σ [l Φ(l)² + 2 Φ(l) φ(l) − Φ(√2 l)/√π], plus ``abs(x − max(x, L))`` (0 for x ≥ L).
 
     Parameters
     ----------

@@ -716,7 +716,7 @@ def evaluate(
       - ``crps``: the continuous ranked probability score, mean over spots x genes, in the units of the expression
         (lower is better; a proper scoring rule: it rewards sharp *and* calibrated predictions, and equals the
         absolute error for a prediction without spread). From the samples when there are samples, in the energy
-        form E|X - y| - E|X - X'| / 2 without the pairs of a sample with itself (an unbiased estimate of the
+        form ``E|X - y| - E|X - X'| / 2`` without the pairs of a sample with itself (an unbiased estimate of the
         sampled distribution's CRPS, so that few samples are not penalised); else the closed form of the Gaussian
         N(mean, std^2). ``crps_method`` says which (``"samples"``, ``"gaussian"``, ``"none"`` with quantile layers
         alone, then ``crps`` is NaN).

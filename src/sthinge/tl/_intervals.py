@@ -143,8 +143,8 @@ def crps_samples(samples: np.ndarray, y: np.ndarray, axis: int = 1) -> np.ndarra
     sample with itself ("fair" CRPS, Ferro 2014): an unbiased estimate of the CRPS of the distribution the samples
     are drawn from, so that predictions with few samples are not penalised for their number and compare with the
     closed form of a Gaussian. It is computed from the sorted samples in O(S log S):
-    sum_{i<j} |x_i - x_j| = sum_i (2 i - S - 1) x_(i) (i = 1..S). One sample gives |x - y|; equal samples give
-    |x - y| too.
+    ``sum_{i<j} |x_i - x_j| = sum_i (2 i - S - 1) x_(i)`` (i = 1..S). One sample gives ``|x - y|``; equal samples
+    give ``|x - y|`` too.
     """
     x = np.moveaxis(np.asarray(samples, dtype=np.float64), axis, -1)
     y = np.asarray(y, dtype=np.float64)

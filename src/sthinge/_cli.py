@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="run the end-to-end demo on Her2ST patient C (or synthetic data)",
         description="Run the end-to-end demo on Her2ST patient C (or synthetic data) and write a report folder. "
-        "Run time on 2 idle CPU cores: about 5 minutes the first time, 2-3 of them pre-training the "
-        "default backbone (once; it is cached), then about 3; much longer on a busy machine.",
+        "Run time on 2 idle CPU cores: about 7 minutes the first time, 3 of them pre-training the "
+        "default backbone (once; it is cached), then about 4; much longer on a busy machine.",
     )
     demo.add_argument("--synthetic", action="store_true", help="use generated data (no files or network needed)")
     demo.add_argument(

@@ -137,28 +137,7 @@ def run(args, table, backbone, runs: Path) -> None:
             else:
                 _fit_hinge(args, work, method, fold, train, backbone, runs)
                 continue
-            record = {
-                "kind": "uncertainty",
-                "method": method,
-                "fold": fold,
-                "seed": args.seed,
-                "max_epochs": args.max_epochs,
-                "n_steps": args.n_steps,
-                "n_samples": args.n_samples,
-                "fit_seconds": fit_s,
-                "predict_seconds": pred_s,
-                "metrics": _record(work, "pred", fold, samples_key, rng),
-                **extra,
-            }
-            with open(runs, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            m = record["metrics"]
-            print(
-                f"{method:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
-                f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
-                f"({fit_s:.0f} + {pred_s:.0f} s)",
-                flush=True,
-            )
+            _save(runs, args, method, fold, fit_s, pred_s, _record(work, "pred", fold, samples_key, rng), extra)
 
 
 def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, runs: Path) -> None:
@@ -221,31 +200,34 @@ def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, r
         )
         pred_s = time.perf_counter() - t
         rng = np.random.default_rng(args.seed)
-        record = {
-            "kind": "uncertainty",
-            "method": f"{method}-{name}",
-            "fold": fold,
-            "seed": args.seed,
-            "max_epochs": args.max_epochs,
-            "n_steps": args.n_steps,
-            "n_samples": args.n_samples,
-            "fit_seconds": fit_s,
-            "predict_seconds": pred_s,
-            "calibration_spots": int(cal.n),
-            "calibration_section": cal_section,
-            "epochs": len(model.history),
-            "metrics": _record(work, "pred", fold, "pred_samples", rng),
-            **extra,
-        }
-        with open(runs, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        m = record["metrics"]
-        print(
-            f"{record['method']:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} "
-            f"CRPS {m['crps']:.3f} rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} "
-            f"({fit_s:.0f} + {pred_s:.0f} s)",
-            flush=True,
-        )
+        info = {"calibration_spots": int(cal.n), "calibration_section": cal_section, "epochs": len(model.history)}
+        metrics = _record(work, "pred", fold, "pred_samples", rng)
+        _save(runs, args, f"{method}-{name}", fold, fit_s, pred_s, metrics, {**info, **extra})
+
+
+def _save(runs: Path, args, method: str, fold: str, fit_s: float, pred_s: float, metrics: dict, extra: dict) -> None:
+    """Append one run to ``runs`` (a JSON line) and print its headline numbers."""
+    record = {
+        "kind": "uncertainty",
+        "method": method,
+        "fold": fold,
+        "seed": args.seed,
+        "max_epochs": args.max_epochs,
+        "n_steps": args.n_steps,
+        "n_samples": args.n_samples,
+        "fit_seconds": fit_s,
+        "predict_seconds": pred_s,
+        "metrics": metrics,
+        **extra,
+    }
+    with open(runs, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    m = metrics
+    print(
+        f"{method:>24} {fold}: cov50 {m['coverage50']:.3f} cov90 {m['coverage90']:.3f} CRPS {m['crps']:.3f} "
+        f"rho {m['unc_spearman']:.3f} PCC-50 {m['pcc50']:.3f} ({fit_s:.0f} + {pred_s:.0f} s)",
+        flush=True,
+    )
 
 
 def _records(runs: list[Path]) -> list[dict]:

@@ -48,6 +48,8 @@ class _StubConfig:
     zeta: float | None = None
     k_tail: int = 1
     masking: str = "exact"
+    likelihood: str = "point"
+    likelihood_loss: str = "crps"
 
 
 class RecordingModel(nn.Module):
@@ -72,3 +74,25 @@ class RecordingModel(nn.Module):
 def _recording_model_fixture():
     """The class :class:`RecordingModel`."""
     return RecordingModel
+
+
+class GaussRecordingModel(RecordingModel):
+    """A likelihood="gaussian" stand-in: records every call, returns μ ≈ 10 + t and σ = 0.5 + (gene index)/G."""
+
+    def __init__(self, n_genes: int = 10, **config) -> None:
+        super().__init__(n_genes, **{"likelihood": "gaussian", **config})
+
+    def forward(self, x_t, t, next_visible, visible, cond, *, return_std=False):
+        assert return_std
+        mu = 10.0 + t.unsqueeze(1) + 0.1 * torch.randn(x_t.shape)
+        sd = (0.5 + torch.arange(self.n_genes) / self.n_genes).expand(x_t.shape[0], -1).clone()
+        self.calls.append(
+            {"x_t": x_t.clone(), "t": t.clone(), "mt": visible.clone(), "mp": next_visible.clone(), "mu": mu, "sd": sd}
+        )
+        return mu, sd
+
+
+@pytest.fixture(name="gauss_recording_model")
+def _gauss_recording_model_fixture():
+    """The class :class:`GaussRecordingModel`."""
+    return GaussRecordingModel

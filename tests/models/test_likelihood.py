@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -164,44 +163,11 @@ def test_censored_moments_match_monte_carlo():
 # training loss: same genes and weights as the point loss, scored with the chosen rule
 
 
-@dataclass(frozen=True)
-class _GaussStubConfig:
-    mask_fill: str = "gauss"
-    n_steps: int = 50
-    n_genes: int = 10
-    schedule: str = "poly_auto"
-    zeta: float | None = None
-    k_tail: int = 1
-    masking: str = "exact"
-    likelihood: str = "gaussian"
-    likelihood_loss: str = "crps"
-
-
-class GaussRecordingModel(nn.Module):
-    """A likelihood="gaussian" stand-in: records every call, returns μ ≈ 10 + t and σ = 0.5 + (gene index)/G."""
-
-    def __init__(self, n_genes: int = 10, **config) -> None:
-        super().__init__()
-        self.config = _GaussStubConfig(n_genes=n_genes, **config)
-        self.n_genes = n_genes
-        self.dummy = nn.Parameter(torch.zeros(()))
-        self.calls: list[dict] = []
-
-    def forward(self, x_t, t, next_visible, visible, cond, *, return_std=False):
-        assert return_std
-        mu = 10.0 + t.unsqueeze(1) + 0.1 * torch.randn(x_t.shape)
-        sd = (0.5 + torch.arange(self.n_genes) / self.n_genes).expand(x_t.shape[0], -1).clone()
-        self.calls.append(
-            {"x_t": x_t.clone(), "t": t.clone(), "mt": visible.clone(), "mp": next_visible.clone(), "mu": mu, "sd": sd}
-        )
-        return mu, sd
-
-
 @pytest.mark.parametrize("loss_weight", ["masked", "revealed", "pi_t"])
 @pytest.mark.parametrize("rule", ["crps", "beta_nll"])
-def test_training_loss_scores_the_same_genes_with_the_rule(loss_weight, rule):
+def test_training_loss_scores_the_same_genes_with_the_rule(loss_weight, rule, gauss_recording_model):
     G, B = 20, 16
-    model = GaussRecordingModel(n_genes=G, likelihood_loss=rule)
+    model = gauss_recording_model(n_genes=G, likelihood_loss=rule)
     s = MaskSchedule(G)
     x0 = torch.rand(B, G) * 3
     loss = training_loss(
@@ -299,9 +265,9 @@ def test_one_step_samples_have_the_predicted_distribution(make_hinge):
     torch.testing.assert_close(std_pt, torch.zeros_like(std_pt))
 
 
-def test_draws_use_the_row_noise_and_later_steps_see_them():
+def test_draws_use_the_row_noise_and_later_steps_see_them(gauss_recording_model):
     G, n_spots, S = 10, 3, 2
-    model = GaussRecordingModel(n_genes=G, n_steps=12)
+    model = gauss_recording_model(n_genes=G, n_steps=12)
     g = torch.Generator().manual_seed(5)
     _, _, samples = sample(model, torch.randn(n_spots, 2), n_samples=S, generator=g, return_samples=True)
     final = samples.reshape(-1, G)
@@ -323,10 +289,9 @@ def test_draws_use_the_row_noise_and_later_steps_see_them():
 class _ChainModel(nn.Module):
     """μ_g = 10 + mean of the visible values − 10 (0 when none), σ = 1: later genes copy earlier draws' noise."""
 
-    def __init__(self, n_genes: int) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        self.config = _GaussStubConfig(n_genes=n_genes, n_steps=n_genes, schedule="linear")
-        self.n_genes = n_genes
+        self.config, self.n_genes = config, config.n_genes
         self.dummy = nn.Parameter(torch.zeros(()))
 
     def forward(self, x_t, t, next_visible, visible, cond, *, return_std=False):
@@ -335,10 +300,11 @@ class _ChainModel(nn.Module):
         return mu.expand_as(x_t), torch.ones_like(x_t)
 
 
-def test_samples_carry_gene_gene_dependence():
+def test_samples_carry_gene_gene_dependence(gauss_recording_model):
     G = 6
+    config = gauss_recording_model(n_genes=G, n_steps=G, schedule="linear").config
     _, _, samples = sample(
-        _ChainModel(G),
+        _ChainModel(config),
         torch.zeros(1, 2),
         n_samples=3000,
         generator=torch.Generator().manual_seed(0),

@@ -65,10 +65,10 @@ def test_calibration_dict_concat_labels_and_levels():
     assert ax.get_lines()[1].get_label() == "mine (gaussian)"
 
 
-def test_calibration_from_evaluate_of_a_baseline():
-    """End to end: a ridge baseline's Gaussian std gives coverages at every default level."""
+def _gaussian_ridge():
+    """Two synthetic sections and a ridge baseline fitted on S1, without its conformal step (Gaussian intervals)."""
     from sthinge.pp._normalize import normalize
-    from sthinge.tl._baselines import fit_baseline, predict_baseline
+    from sthinge.tl._baselines import fit_baseline
 
     sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=4, image=False, seed=0)
     normalize(sdata)
@@ -76,7 +76,15 @@ def test_calibration_from_evaluate_of_a_baseline():
     table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
     table.uns[K.GENES_KEY] = list(table.var_names)
     model = fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"])
-    model.calibration = None  # Gaussian intervals
+    model.calibration = None
+    return sdata, model
+
+
+def test_calibration_from_evaluate_of_a_baseline():
+    """End to end: a ridge baseline's Gaussian std gives coverages at every default level."""
+    from sthinge.tl._baselines import predict_baseline
+
+    sdata, model = _gaussian_ridge()  # Gaussian intervals
     predict_baseline(sdata, model, sections=["S2"], levels=None)
     res = st.tl.evaluate(sdata, pred_key="ridge", metrics=["mse"])
     fig = pl.calibration(res, return_fig=True)
@@ -113,19 +121,12 @@ def test_calibration_save_and_overwrite(tmp_path):
 
 
 def test_spatial_interval_width_panel():
-    from sthinge.pp._normalize import normalize
-    from sthinge.tl._baselines import fit_baseline, predict_baseline
+    from sthinge.tl._baselines import predict_baseline
     from sthinge.tl._intervals import gaussian_z
 
-    sdata = st.datasets.synthetic(n_sections=2, n_spots=16, n_genes=4, image=False, seed=0)
-    normalize(sdata)
-    table = sdata.tables[K.TABLE_KEY]
-    table.obsm["X_f"] = np.asarray(table.obsm["synthetic_factors"], dtype=np.float32)
-    table.uns[K.GENES_KEY] = list(table.var_names)
-    model = fit_baseline(sdata, embedding_key="X_f", train_sections=["S1"])
-    model.calibration = None  # Gaussian intervals: width 2 z std
+    sdata, model = _gaussian_ridge()  # Gaussian intervals: width 2 z std
     predict_baseline(sdata, model, sections=["S2"], levels=None)
-    gene = table.var_names[0]
+    gene = sdata.tables[K.TABLE_KEY].var_names[0]
     fig = pl.spatial(sdata, gene, keys=["ridge", "ridge_width90"], pred_key="ridge", img=False, return_fig=True)
     axes = [a for a in fig.axes if a.get_title()]
     assert axes[1].get_title() == f"{gene}: 90 % interval width"

@@ -54,8 +54,13 @@ HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
     "nosoftnorm": ({"config": {"variant": "nosoftnorm"}}, "SoftAdaLN without SoftNorm"),
     "pi-t": ({"loss_weight": "pi_t"}, "HINGE with the loss weighted by π_t over all masked genes (the paper's Eq. 2)"),
     "masked-loss": (
-        {"loss_weight": "masked"},
-        "HINGE with the loss on every masked gene, equally weighted (`tl.fit`'s default since 2026-11-26)",
+        {"loss_weight": "masked", "config": {"likelihood": "point"}},
+        "HINGE with the loss on every masked gene, equally weighted (`tl.fit`'s default loss since 2026-11-26), "
+        "point decoder",
+    ),
+    "gaussian": (
+        {"loss_weight": "masked", "config": {"likelihood": "gaussian"}},
+        "`masked-loss` with the Gaussian decoder (`tl.fit`'s default since 2026-12-03): mean of 4 drawn samples",
     ),
     "scratch-masked": (
         {"config": {"variant": "scratch"}, "loss_weight": "masked"},

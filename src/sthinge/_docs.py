@@ -1,4 +1,5 @@
-"""Docstring text shared by the functions of ``pp``, ``tl`` and ``pl``, written once and filled in by :func:`_doc`.
+"""Docstring text shared by the functions of ``pp``, ``tl``, ``pl`` and a few of ``models``, written once and
+filled in by :func:`_doc`.
 
 A docstring names a shared entry with a marker alone on its line, ``%(name)s``, indented like the parameter names
 of its section. :func:`_doc` replaces the marker by the entry, indented the same way. Lines indented under a marker
@@ -90,6 +91,11 @@ Returns
 The :class:`matplotlib.figure.Figure` if ``return_fig``, else ``None``.""",
 }
 _PARAMS["table_params"] = _PARAMS["section_key"] + "\n" + _PARAMS["source_table_key"]
+_PARAMS["gaussian_forecast"] = """\
+mean, std
+    Predicted μ and σ > 0 (broadcastable to ``x``).
+x
+    Observations."""
 _PARAMS["inplace_prediction"] = (
     _PARAMS["inplace"]
     + """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 _DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -25,6 +27,45 @@ def _available_devices() -> str:
     names = ["'cpu'"] + [f"'cuda:{i}'" for i in range(count)] + (["'mps'"] if _mps_available() else [])
     gpu = f"{count} CUDA device(s)" if count else "no CUDA device (no GPU or no driver)"
     return f"it has {gpu}; available: {', '.join(names)} or 'auto'"
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """How ``fit`` and ``pretrain_backbone`` run Lightning: checked by :meth:`checked` before any work."""
+
+    name: str  # the public function, named in interruption messages
+    max_epochs: int
+    max_steps: int | None = None
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str | None = None
+    gradient_clip_val: float | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        name: str,
+        max_epochs: Any,
+        max_steps: Any = None,
+        accelerator: Any = "auto",
+        devices: Any = "auto",
+        strategy: Any = "auto",
+        precision: Any = None,
+        gradient_clip_val: Any = None,
+    ) -> TrainerSpec:
+        """Check the values (errors name the argument) and return them as a spec, numbers as Python numbers."""
+        from sthinge import _constants as K
+        from sthinge._utils import _check_choice, _check_float, _check_int
+
+        max_epochs = _check_int("max_epochs", max_epochs, low=1)
+        if max_steps is not None:
+            max_steps = _check_int("max_steps", max_steps, low=1)
+        if gradient_clip_val is not None:
+            gradient_clip_val = _check_float("gradient_clip_val", gradient_clip_val, low=0.0, low_open=True)
+        _check_choice("precision", precision, K.PRECISIONS)
+        check_accelerator(accelerator, devices)
+        return cls(name, max_epochs, max_steps, accelerator, devices, strategy, precision, gradient_clip_val)
 
 
 def check_accelerator(accelerator, devices) -> None:

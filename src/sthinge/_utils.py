@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +175,26 @@ def _check_output_path(
             f"`{name}` {str(path)!r} cannot be written: folder {str(parent)!r} is not writable ({err.strerror or err})."
         ) from None
     return path
+
+
+def _check_names(name: str, value: Any, *, what: str = "strings", single: bool = True, hint: str = "") -> list[str]:
+    """A non-empty list of names, as strings: ``value`` a sequence, or one string when ``single``.
+
+    ``TypeError`` / ``ValueError`` naming ``name``; ``what`` says what the names are ("section names"), ``hint``
+    is added to the empty-list error ("; give at least one section, or None for all").
+    """
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, str) and single:
+        return [value]
+    if isinstance(value, str) or not isinstance(value, Sequence | np.ndarray | pd.Index):
+        kind = f"a string or a list of {what}" if single else f"a list of {what}"
+        raise TypeError(f"`{name}` must be {kind}, got {type(value).__name__}.")
+    out = [str(v) for v in value]
+    if not out:
+        raise ValueError(f"`{name}` is empty{hint}.")
+    return out
 
 
 def _check_no_repeats(name: str, values, what: str = "section") -> None:

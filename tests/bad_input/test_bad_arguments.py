@@ -391,6 +391,11 @@ def fit_max_epochs_float(env):
     return env.sdata, _fit(env.sdata, max_epochs=2.0)
 
 
+@case(ValueError, r"`gradient_clip_val` must be > 0")
+def fit_negative_gradient_clip(env):
+    return env.sdata, _fit(env.sdata, gradient_clip_val=-1.0)
+
+
 @case(ValueError, r"`lr` must be > 0")
 def fit_lr_zero(env):
     return env.sdata, _fit(env.sdata, lr=0.0)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sthinge._logging import logg
+from sthinge._state_dict import compare_state_dict, listing
 from sthinge.io._atomic import atomic_write
 from sthinge.io._mindspore import read_mindspore_ckpt, write_mindspore_ckpt
 from sthinge.io._torch import atomic_save, safe_torch_load
@@ -92,13 +93,6 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "net", "network")
 def _is_training_state(tag: str) -> bool:
     """Whether a checkpoint entry is optimizer or training metadata rather than a model weight."""
     return tag in _META_TAGS or tag.startswith(_OPTIMIZER_PREFIXES)
-
-
-def _listing(names: list[str], n: int = 5) -> str:
-    """``"[a, b, c, ...] (12 in all)"``."""
-    names = sorted(names)
-    shown = ", ".join(names[:n])
-    return f"[{shown}{', ...' if len(names) > n else ''}] ({len(names)} in all)"
 
 
 def _ms_to_port(tag: str) -> str:
@@ -186,7 +180,7 @@ def _torch_state(obj: Any, source: str) -> tuple[dict[str, Any], dict[str, Any] 
                 break
         else:
             raise ValueError(
-                f"{source}: no state dict found (top-level keys {_listing([str(k) for k in obj])}; expected tensors "
+                f"{source}: no state dict found (top-level keys {listing([str(k) for k in obj])}; expected tensors "
                 f"or one of {list(_WRAPPERS)})."
             )
     if not isinstance(obj, Mapping):
@@ -194,7 +188,7 @@ def _torch_state(obj: Any, source: str) -> tuple[dict[str, Any], dict[str, Any] 
     state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     others = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if others:
-        logg.warning(f"{source}: ignoring non-tensor entries {_listing(others)}.")
+        logg.warning(f"{source}: ignoring non-tensor entries {listing(others)}.")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state, None
@@ -260,7 +254,7 @@ def _infer_dims(state: Mapping[str, Any], source: str) -> dict[str, Any]:
     gene_emb = state.get("gene_emb")
     if gene_emb is None:
         raise ValueError(
-            f"{source}: no 'gene_emb' tensor, so this is not a CellFM checkpoint (keys {_listing(list(state))})."
+            f"{source}: no 'gene_emb' tensor, so this is not a CellFM checkpoint (keys {listing(list(state))})."
             + _not_cellfm_hint(state)
         )
     if gene_emb.ndim != 2:
@@ -379,13 +373,8 @@ def _build_config(
 
 def _check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], source: str, strict: bool) -> list[str]:
     """Compare the file's tensors with the model's; return the missing keys (only non-empty if not strict)."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_listing(unexpected)}")
+    report = compare_state_dict(expected, state)
+    problems = report.key_problems()
     if problems and strict:
         raise ValueError(
             f"{source} does not fit the CellFM module: " + "; ".join(problems) + "." + _not_cellfm_hint(state)
@@ -395,19 +384,9 @@ def _check_keys(state: Mapping[str, Any], expected: Mapping[str, Any], source: s
             f"{source}: " + "; ".join(problems) + " (strict=False: missing tensors keep their random init, "
             "unexpected ones are ignored)."
         )
-    wrong = [
-        f"{k} {list(state[k].shape)} (file) vs {list(v.shape)} (model)"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if wrong:
-        raise ValueError(
-            f"{source}: {len(wrong)} tensor(s) have the wrong shape: "
-            + "; ".join(wrong[:5])
-            + ("; ..." if len(wrong) > 5 else "")
-            + "."
-        )
-    return missing
+    if report.wrong_shape:
+        raise ValueError(f"{source}: {report.shape_problem()}.")
+    return report.missing
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -178,6 +178,17 @@ def _encode_varint(value: int) -> bytes:
 # parsing
 
 
+def _read_str(buf: Any, pos: int, end: int, what: str) -> tuple[str, int]:
+    """Read a length-delimited UTF-8 string field; return ``(text, position after it)``."""
+    n, pos = _read_len(buf, pos, end, what)
+    return _decode_str(buf, pos, n, what), pos + n
+
+
+def _int64(value: int) -> int:
+    """A varint read as unsigned 64-bit, as the signed ``int64`` protobuf stores."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def _parse_tensor(buf: Any, pos: int, end: int) -> tuple[tuple[int, ...], str | None, int, int]:
     """Parse a ``TensorProto``; return ``(dims, tensor_type, content_offset, content_length)``."""
     dims: list[int] = []
@@ -188,17 +199,15 @@ def _parse_tensor(buf: Any, pos: int, end: int) -> tuple[tuple[int, ...], str | 
         number, wire, pos = _read_key(buf, pos, end)
         if number == 1 and wire == _WIRE_VARINT:
             value, pos = _read_varint(buf, pos, end)
-            dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+            dims.append(_int64(value))
         elif number == 1 and wire == _WIRE_LEN:  # packed dims (not written by MindSpore; accepted)
             n, pos = _read_len(buf, pos, end, "packed dims")
             stop = pos + n
             while pos < stop:
                 value, pos = _read_varint(buf, pos, stop)
-                dims.append(value - (1 << 64) if value >= 1 << 63 else value)
+                dims.append(_int64(value))
         elif number == 2 and wire == _WIRE_LEN:
-            n, pos = _read_len(buf, pos, end, "tensor_type")
-            tensor_type = _decode_str(buf, pos, n, "tensor_type")
-            pos += n
+            tensor_type, pos = _read_str(buf, pos, end, "tensor_type")
         elif number == 3 and wire == _WIRE_LEN:
             n, pos = _read_len(buf, pos, end, "tensor_content")
             content = (pos, n)
@@ -218,9 +227,7 @@ def _parse_value(buf: Any, pos: int, end: int) -> tuple[str, tuple[tuple[int, ..
         key_at = pos
         number, wire, pos = _read_key(buf, pos, end)
         if number == 1 and wire == _WIRE_LEN:
-            n, pos = _read_len(buf, pos, end, "tag")
-            tag = _decode_str(buf, pos, n, "tag")
-            pos += n
+            tag, pos = _read_str(buf, pos, end, "tag")
         elif number == 2 and wire == _WIRE_LEN:
             n, pos = _read_len(buf, pos, end, "tensor")
             dims, tensor_type, c_off, c_len = _parse_tensor(buf, pos, pos + n)

@@ -27,23 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "NUMERICS",
-    "PRESETS",
-    "VOCAB_SIZE_80M",
-    "VOCAB_SIZE_800M",
-    "CellFM",
-    "CellFMConfig",
-    "GatedLinearUnit",
-    "Retention",
-    "RetentionLayer",
-    "SoftBinning",
-    "ValueDecoder",
-    "ValueEncoder",
-    "masked_value_loss",
-    "pretraining_masks",
-]
-
 VOCAB_SIZE_800M = 24_078
 """Genes in CellFM's ``csv/gene_info.csv``, the vocabulary of the 800M weights."""
 VOCAB_SIZE_80M = 27_855

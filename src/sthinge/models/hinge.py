@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sthinge._state_dict import compare_state_dict, listing
 from sthinge.models.cellfm import NUMERICS, CellFM, CellFMConfig, RetentionLayer, SoftBinning, ValueDecoder
 from sthinge.models.likelihood import StdHead
 from sthinge.models.softadaln import (
@@ -494,11 +495,6 @@ _BLOCK_RE = re.compile(r"^retentionblocks\.(\d+)\.")
 _VOCAB_BY_ROWS = {24_080: 24_078, 27_856: 27_855}
 
 
-def _summarise(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def load_official_hinge(
     path: str | os.PathLike,
     *,
@@ -552,7 +548,7 @@ def load_official_hinge(
     layers = {int(m.group(1)) for k in sd if (m := _BLOCK_RE.match(k))}
     if missing or not layers:
         raise ValueError(
-            f"{path}: not an official HINGE state dict; missing keys: {_summarise(missing or ['retentionblocks.*'])}"
+            f"{path}: not an official HINGE state dict; missing keys {listing(missing or ['retentionblocks.*'])}"
         )
     rows, d_model = sd["gene_emb"].shape
     if rows % 8:
@@ -575,23 +571,9 @@ def load_official_hinge(
         sd = {**sd, **{f"std_head.{k}": v for k, v in head.state_dict().items()}}
     with torch.device("meta"):
         model = Hinge(CellFM(cellfm_config), torch.empty(n_genes, dtype=torch.long), config)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    bad = [
-        f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_summarise(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_summarise(unexpected)}")
-        if bad:
-            parts.append(f"shape mismatches (checkpoint != model): {_summarise(bad)}")
-        raise ValueError(f"{path}: cannot load official HINGE checkpoint; " + "; ".join(parts))
+    problems = compare_state_dict(model.state_dict(), sd).problems()
+    if problems:
+        raise ValueError(f"{path}: cannot load official HINGE checkpoint; " + "; ".join(problems))
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)

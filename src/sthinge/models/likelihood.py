@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sthinge._docs import _doc
+
 __all__ = ["INIT_STD", "MIN_STD", "StdHead", "beta_nll", "censored_gaussian_moments", "gaussian_crps"]
 
 MIN_STD = 1e-2
@@ -73,6 +75,7 @@ class StdHead(nn.Module):
         return F.softplus(r.float()) + MIN_STD
 
 
+@_doc
 def gaussian_crps(mean: Tensor, std: Tensor, x: Tensor, *, lower: float | None = None) -> Tensor:
     """Closed-form CRPS of N(mean, std²), or of that Gaussian censored at ``lower``, at the observations ``x``.
 
@@ -84,10 +87,7 @@ def gaussian_crps(mean: Tensor, std: Tensor, x: Tensor, *, lower: float | None =
 
     Parameters
     ----------
-    mean, std
-        Predicted μ and σ > 0 (broadcastable to ``x``).
-    x
-        Observations.
+    %(gaussian_forecast)s
     lower
         Censoring point L (``0.0`` for the sampler's distribution on the log1p scale), or None for the plain
         Gaussian.
@@ -114,6 +114,7 @@ def gaussian_crps(mean: Tensor, std: Tensor, x: Tensor, *, lower: float | None =
     return (x - xc).abs() + std * (plain - below)
 
 
+@_doc
 def beta_nll(mean: Tensor, std: Tensor, x: Tensor, *, beta: float = 0.5) -> Tensor:
     """β-NLL of Seitzer et al. (2022): the Gaussian negative log-likelihood weighted by sg(σ^{2β}).
 
@@ -124,10 +125,7 @@ def beta_nll(mean: Tensor, std: Tensor, x: Tensor, *, beta: float = 0.5) -> Tens
 
     Parameters
     ----------
-    mean, std
-        Predicted μ and σ > 0 (broadcastable to ``x``).
-    x
-        Observations.
+    %(gaussian_forecast)s
     beta
         β in [0, 1].
 

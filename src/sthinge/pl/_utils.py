@@ -8,7 +8,6 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -108,11 +107,6 @@ def _check_output(save: str | os.PathLike | None, overwrite: bool, dpi: int) -> 
 
 
 def _as_list(name: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, Sequence | np.ndarray):
-        raise TypeError(f"`{name}` must be a string or a list of strings, got {type(value).__name__}.")
-    out = [str(v) for v in value]
-    if not out:
-        raise ValueError(f"`{name}` is empty.")
-    return out
+    from sthinge._utils import _check_names
+
+    return _check_names(name, value)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sthinge._state_dict import compare_state_dict
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -99,22 +101,9 @@ def read_state_dict(path: str | os.PathLike, *, argument: str = "weights") -> di
 
 def check_keys(expected: dict, sd: dict, *, what: str, path, ignore: tuple[str, ...] = ()) -> None:
     """``ValueError`` naming missing / unexpected / mis-shaped keys of ``sd`` against ``expected``."""
-    unexpected = [k for k in sd if k not in expected and not k.startswith(ignore)]
-    missing = [k for k in expected if k not in sd]
-    shapes = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:3]}")
-        raise ValueError(f"`weights` {str(path)!r} does not match the {what} architecture: " + "; ".join(parts) + ".")
+    problems = compare_state_dict(expected, sd, ignore=ignore).problems()
+    if problems:
+        raise ValueError(f"`weights` {str(path)!r} does not match the {what} architecture: {'; '.join(problems)}.")
 
 
 def build_and_load(build: Callable, sd: dict, *, what: str, path, ignore: tuple[str, ...] = ()):

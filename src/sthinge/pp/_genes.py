@@ -10,7 +10,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
-from sthinge._utils import _check_int, _check_no_repeats
+from sthinge._utils import _check_int, _check_names, _check_no_repeats
 from sthinge.pp._common import (
     _check_counts,
     _check_key,
@@ -205,11 +205,8 @@ def select_genes(
     if train_sections is None:
         train = all_sections
     else:
-        if isinstance(train_sections, str) or not isinstance(train_sections, Sequence | np.ndarray):
-            raise TypeError(f"`train_sections` must be a list of section names or None, got {train_sections!r}.")
-        train = [str(s) for s in train_sections]
-        if not train:
-            raise ValueError("`train_sections` is empty; give at least one section, or None for all.")
+        hint = "; give at least one section, or None for all"
+        train = _check_names("train_sections", train_sections, what="section names", single=False, hint=hint)
         _check_no_repeats("train_sections", train)
         unknown = [s for s in train if s not in all_sections]
         if unknown:
@@ -269,10 +266,8 @@ def select_genes(
     renamed = {str(symbols[i]): mapped[i] for i in np.flatnonzero(ok) if how[i] in ("alias", "renamed", "case")}
 
     if genes is not None:
-        if isinstance(genes, str) or not isinstance(genes, Sequence | np.ndarray):
-            raise TypeError(f"`genes` must be a list of gene names or None, got {type(genes).__name__}.")
-        if not len(genes):
-            raise ValueError("`genes` is empty; give the genes of the panel, or None to select them.")
+        hint = "; give the genes of the panel, or None to select them"
+        genes = _check_names("genes", genes, what="gene names", single=False, hint=hint)
         names = source.var_names.astype(str).to_numpy()
         pos = {g: i for i, g in enumerate(names)}
         pos_sym = {g: i for i, g in enumerate(symbols)}

@@ -453,18 +453,8 @@ def predict_baseline(
         raise TypeError(f"`model` must be a BaselineModel from `fit_baseline`, got {type(model).__name__}.")
     key_added = model.method if key_added is None else key_added
     table, source_key = _resolve_table(data, table_key)
-    inplace, levels, rows, emb = _prediction_inputs(
-        data,
-        table,
-        source_key,
-        model,
-        key_added,
-        inplace=inplace,
-        sections=sections,
-        section_key=section_key,
-        overwrite=overwrite,
-        levels=levels,
-    )
+    where = dict(sections=sections, section_key=section_key, overwrite=overwrite, levels=levels)
+    inplace, levels, rows, emb = _prediction_inputs(data, table, source_key, model, key_added, inplace=inplace, **where)
     levels = levels if model.resid_std is not None else ()  # no std: no intervals
     emb = np.asarray(emb[rows], dtype=np.float32)
     mean = model.predict_array(emb)

@@ -15,7 +15,7 @@ import numpy as np
 
 from sthinge import _constants as K
 from sthinge._logging import logg
-from sthinge._utils import _resolve_table
+from sthinge._utils import _check_names, _resolve_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -63,11 +63,7 @@ def _choose_panel(
         if not chosen:
             raise ValueError("No gene of `data` is in the CellFM vocabulary; check that var_names are gene symbols.")
     else:
-        if isinstance(genes, str) or not isinstance(genes, Sequence | np.ndarray):
-            raise TypeError(f"`genes` must be a list of gene symbols or None, got {type(genes).__name__}.")
-        genes = [str(g) for g in genes]
-        if not genes:
-            raise ValueError("`genes` is empty.")
+        genes = _check_names("genes", genes, what="gene symbols", single=False)
         mapped, _ = map_to_vocab(genes, vocab)
         outside = [g for g, m in zip(genes, mapped, strict=True) if m is None]
         if outside:

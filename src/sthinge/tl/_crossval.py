@@ -198,6 +198,7 @@ def cross_validate(
         del work.obsm[key]
 
     rows, per_gene, panels = [], [], {}
+    scoring = dict(by=section_key, metrics=metrics, rank_by=rank_by, section_key=section_key)  # the same every fold
     for name, held in plan:
         train = [s for s in use if s not in held]
         logg.info(f"cross_validate [{method}] fold {name!r}: train on {len(train)} section(s), test on {held}")
@@ -231,17 +232,7 @@ def cross_validate(
             start = time.perf_counter()
             predict_baseline(work, model, sections=held, section_key=section_key, key_added=_CV_KEY, overwrite=True)
         pred_s = time.perf_counter() - start
-        summary, genes_df = _evaluate_tables(
-            work,
-            pred_key=_CV_KEY,
-            truth_layer=layer,
-            genes=None,
-            by=section_key,
-            metrics=metrics,
-            rank_by=rank_by,
-            section_key=section_key,
-            table_key=None,
-        )
+        summary, genes_df = _evaluate_tables(work, pred_key=_CV_KEY, truth_layer=layer, **scoring)
         for key in (_CV_KEY, f"{_CV_KEY}{K.STD_SUFFIX}"):
             work.obsm.pop(key, None)
         work.uns.pop(_CV_KEY, None)

@@ -113,15 +113,9 @@ def _section_rows(table, sections: Sequence[str] | str | None, section_key: str,
     """Row indices of ``sections`` (all rows when None)."""
     if sections is None:
         return np.arange(table.n_obs)
-    from sthinge._utils import _check_no_repeats
+    from sthinge._utils import _check_names, _check_no_repeats
 
-    if isinstance(sections, str):
-        sections = [sections]
-    if not isinstance(sections, Sequence | np.ndarray | pd.Index):
-        raise TypeError(f"`{arg}` must be a section name, a list of names or None, got {type(sections).__name__}.")
-    sections = [str(s) for s in sections]
-    if not sections:
-        raise ValueError(f"`{arg}` is empty; give at least one section, or None for all.")
+    sections = _check_names(arg, sections, what="section names", hint="; give at least one section, or None for all")
     _check_no_repeats(arg, sections)
     if section_key not in table.obs:
         raise KeyError(f"`{arg}` needs the obs column {section_key!r} naming each spot's section; set `section_key`.")

@@ -18,7 +18,7 @@ import pandas as pd
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
-from sthinge._utils import _check_choice, _is_spatialdata, _resolve_table
+from sthinge._utils import _check_choice, _check_names, _is_spatialdata, _resolve_table
 from sthinge.tl._intervals import (
     DEFAULT_LEVELS,
     check_levels,
@@ -80,14 +80,7 @@ def _dense(x) -> np.ndarray:
 
 
 def _as_str_list(name: str, value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, Sequence | np.ndarray | pd.Index):
-        raise TypeError(f"`{name}` must be a string or a list of strings, got {type(value).__name__}.")
-    out = [str(v) for v in value]
-    if not out:
-        raise ValueError(f"`{name}` is empty.")
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(_check_names(name, value)))
 
 
 def _truth_layer(source, truth_layer: str | None, info: dict) -> str:
@@ -611,7 +604,7 @@ def _group_metrics(
 
 
 def _evaluate_tables(
-    data, *, pred_key, truth_layer, genes, by, metrics, rank_by, section_key, table_key, levels=DEFAULT_LEVELS
+    data, *, pred_key, truth_layer, by, metrics, rank_by, section_key, genes=None, table_key=None, levels=DEFAULT_LEVELS
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     names, _ = _parse_metrics(metrics)
     levels = check_levels(levels, "levels")

@@ -12,7 +12,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
-from sthinge._settings import check_accelerator
+from sthinge._settings import TrainerSpec
 from sthinge._utils import _check_choice, _check_float, _check_int, _resolve_table
 from sthinge.tl._backbone import _resolve_backbone, _without_read_depth_tokens  # noqa: F401 - used by tests
 
@@ -230,7 +230,8 @@ def fit(
     # ---- validate everything before any work ----------------------------------------------------------
     table, _ = _resolve_table(data, table_key)
     val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.9)
-    max_epochs = _check_int("max_epochs", max_epochs, low=1)
+    spec = TrainerSpec.checked("fit", max_epochs, None, accelerator, devices, strategy, precision, gradient_clip_val)
+    max_epochs = spec.max_epochs
     batch_size = _check_int("batch_size", batch_size, low=1)
     lr = _check_float("lr", lr, low=0.0, low_open=True)
     weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
@@ -243,8 +244,6 @@ def fit(
     milestones = [_check_int("milestones", m, low=1) for m in milestones]
     _check_choice("val_metric", val_metric, _VAL_METRICS)
     _check_choice("loss_weight", loss_weight, ("revealed", "pi_t", "masked"))
-    _check_choice("precision", precision, K.PRECISIONS)
-    check_accelerator(accelerator, devices)
     if resume and checkpoint_dir is None:
         raise ValueError("`resume=True` needs `checkpoint_dir` (where the checkpoints of the interrupted fit are).")
     _check_checkpoint_dir(checkpoint_dir, resume=resume, overwrite=overwrite)
@@ -337,13 +336,7 @@ def fit(
         lit,
         train_dl,
         val_dl,
-        name="fit",
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
-        gradient_clip_val=gradient_clip_val,
+        spec,
         callbacks=[stopper],
         progress_bar=settings.verbosity >= 2,
         checkpoint_dir=checkpoint_dir,

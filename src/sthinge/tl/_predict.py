@@ -163,18 +163,8 @@ def predict(
     seed = _check_int("seed", seed, low=0)
     if not isinstance(compile, bool):
         raise TypeError(f"`compile` must be True or False, got {compile!r}.")
-    inplace, levels, rows, emb = _prediction_inputs(
-        data,
-        table,
-        source_key,
-        model,
-        key_added,
-        inplace=inplace,
-        sections=sections,
-        section_key=section_key,
-        overwrite=overwrite,
-        levels=levels,
-    )
+    where = dict(sections=sections, section_key=section_key, overwrite=overwrite, levels=levels)
+    inplace, levels, rows, emb = _prediction_inputs(data, table, source_key, model, key_added, inplace=inplace, **where)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
     if autocast is None:

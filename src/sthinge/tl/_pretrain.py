@@ -25,7 +25,7 @@ import numpy as np
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg
-from sthinge._settings import check_accelerator
+from sthinge._settings import TrainerSpec
 from sthinge._utils import _check_choice, _check_float, _check_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,19 +167,16 @@ def pretrain_backbone(
     mask_ratio = _check_float("mask_ratio", mask_ratio, low=0.0, high=0.95, low_open=True)
     if n_tokens is not None:
         n_tokens = _check_int("n_tokens", n_tokens, low=1)
-    max_epochs = _check_int("max_epochs", max_epochs, low=1)
-    if max_steps is not None:
-        max_steps = _check_int("max_steps", max_steps, low=1)
+    spec = TrainerSpec.checked(
+        "pretrain_backbone", max_epochs, max_steps, accelerator, devices, "auto", precision, gradient_clip_val
+    )
+    max_epochs, max_steps = spec.max_epochs, spec.max_steps
     batch_size = _check_int("batch_size", batch_size, low=1)
     lr = _check_float("lr", lr, low=0.0, low_open=True)
     weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
-    if gradient_clip_val is not None:
-        gradient_clip_val = _check_float("gradient_clip_val", gradient_clip_val, low=0.0, low_open=True)
     seed = _check_int("seed", seed, low=0)
     val_fraction = _check_float("val_fraction", val_fraction, low=0.0, high=0.5)
     _check_choice("format", format, tuple(_FORMATS))
-    _check_choice("precision", precision, K.PRECISIONS)
-    check_accelerator(accelerator, devices)
     if save is not None and not isinstance(save, str | os.PathLike):
         raise TypeError(f"`save` must be a path or None, got {type(save).__name__}.")
     _check_save_target(save, overwrite=overwrite)  # an existing or unwritable destination fails now, not after training
@@ -234,13 +231,7 @@ def pretrain_backbone(
         lit,
         train_dl,
         val_dl,
-        name="pretrain_backbone",
-        max_epochs=max_epochs,
-        max_steps=max_steps,
-        accelerator=accelerator,
-        devices=devices,
-        precision=precision,
-        gradient_clip_val=gradient_clip_val,
+        spec,
         callbacks=[StepProgress(total, max_epochs, "pre-training backbone", "pretrain_backbone")],
         loader_generator=g,
         resumable=False,

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, TQDMProgressB
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from sthinge._logging import logg, progress, quiet_lightning
+from sthinge._settings import TrainerSpec
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -533,15 +534,8 @@ def run_trainer(
     lit: TrainingModule,
     train_dl,
     val_dl,
+    spec: TrainerSpec,
     *,
-    name: str,
-    max_epochs: int,
-    max_steps: int | None = None,
-    accelerator: str = "auto",
-    devices: int | str = "auto",
-    strategy: str = "auto",
-    precision: str | None = None,
-    gradient_clip_val: float | None = None,
     callbacks: Sequence[pl.Callback] = (),
     progress_bar: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -549,9 +543,9 @@ def run_trainer(
     loader_generator: torch.Generator | None = None,
     resumable: bool = True,
 ) -> pl.Trainer:
-    """Build a Trainer and fit ``lit``: the one place where sthinge runs Lightning.
+    """Build a Trainer from ``spec`` and fit ``lit``: the one place where sthinge runs Lightning.
 
-    ``precision=None`` is resolved by :func:`resolve_precision`; ``progress_bar`` shows Lightning's batch bar;
+    ``spec.precision=None`` is resolved by :func:`resolve_precision`; ``progress_bar`` shows Lightning's batch bar;
     with ``checkpoint_dir``, ``last.ckpt`` is written there after every epoch (:class:`LastCheckpoint`) and
     ``ckpt_path`` is resumed from. With several devices the training loader is rebuilt without its generator
     (DDP shuffles with its own sampler, and a generator cannot be sent to spawned workers); otherwise the
@@ -574,13 +568,13 @@ def run_trainer(
         callbacks.append(LastCheckpoint(Path(checkpoint_dir) / "last.ckpt"))
     with quiet_lightning():  # no start-up chatter from Lightning below verbosity 3
         trainer = pl.Trainer(
-            max_epochs=max_epochs,
-            max_steps=-1 if max_steps is None else max_steps,
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            precision=resolve_precision(precision),
-            gradient_clip_val=gradient_clip_val,
+            max_epochs=spec.max_epochs,
+            max_steps=-1 if spec.max_steps is None else spec.max_steps,
+            accelerator=spec.accelerator,
+            devices=spec.devices,
+            strategy=spec.strategy,
+            precision=resolve_precision(spec.precision),
+            gradient_clip_val=spec.gradient_clip_val,
             callbacks=callbacks,
             enable_progress_bar=progress_bar,
             enable_model_summary=False,
@@ -619,7 +613,7 @@ def run_trainer(
         except SystemExit:
             if not trainer.interrupted:
                 raise
-            raise KeyboardInterrupt(f"`{name}` was interrupted.{note()}") from None
+            raise KeyboardInterrupt(f"`{spec.name}` was interrupted.{note()}") from None
         finally:
             shutil.rmtree(result_dir, ignore_errors=True)
             if sigint is not None:

@@ -368,6 +368,8 @@ def run_demo(
         max_epochs=max_epochs,
         min_epochs=min(15, max_epochs),
         seed=seed,
+        calibration_samples=n_samples,  # calibrated for the sampling settings it predicts with
+        calibration_steps=n_steps,
     )
     clock(f"HINGE trained ({len(model.history)} epochs)")
     st.tl.predict(

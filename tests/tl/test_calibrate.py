@@ -71,6 +71,26 @@ def test_calibrate_replaces_the_calibration_and_warns_on_training_sections(setup
         model.calibration = saved
 
 
+def test_predict_warns_when_sampling_differs_from_the_calibration(setup, caplog):
+    sdata, model = setup
+    T = model.config.n_steps
+    assert model.calibration.info["n_samples"] == 4 and model.calibration.info["n_steps"] == T
+    caplog.clear()
+    st.tl.predict(sdata, model, sections=["S1"], n_samples=4, inplace=False)
+    assert "calibrated for other sampling settings" not in caplog.text
+    st.tl.predict(sdata, model, sections=["S1"], n_samples=1, n_steps=3, inplace=False)
+    assert f"n_samples=1 (calibrated with 4), n_steps=3 (calibrated with {T})" in caplog.text
+
+
+def test_fit_calibrates_with_the_given_steps(setup):
+    sdata, _ = setup
+    kw = {**FIT_KW, "max_epochs": 1, "train_sections": ["S2", "S3"], "calibration_sections": ["S3"]}
+    with pytest.raises(ValueError, match=r"`calibration_steps` must be <= "):
+        st.tl.fit(sdata, calibration_steps=10_000, **kw)
+    model = st.tl.fit(sdata, calibration_steps=3, calibration_samples=2, **kw)
+    assert model.calibration.info["n_steps"] == 3 and model.calibration.info["n_samples"] == 2
+
+
 def test_save_load_keeps_the_calibration(setup, tmp_path):
     sdata, model = setup
     model.save(tmp_path / "m")

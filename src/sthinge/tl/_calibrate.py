@@ -131,7 +131,9 @@ def calibrate(
     return model.calibration
 
 
-def calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_samples, seed, source, section_key):
+def calibrate_after_fit(
+    model, table, cal_rows, genes, layer, embedding_key, n_samples, seed, source, section_key, *, n_steps=None
+):
     """:func:`sthinge.tl.calibrate` on ``cal_rows`` of ``table`` (the same path as for a user's call)."""
     import anndata as ad
 
@@ -149,5 +151,7 @@ def calibrate_after_fit(model, table, cal_rows, genes, layer, embedding_key, n_s
         X=truth, obs=obs, layers={"truth": truth}, obsm={embedding_key: _embedding(table, embedding_key, cal_rows)}
     )
     spots.var_names = list(genes)
-    cal = calibrate(spots, model, layer="truth", n_samples=n_samples, seed=seed, section_key=section_key)
+    cal = calibrate(
+        spots, model, layer="truth", n_samples=n_samples, n_steps=n_steps, seed=seed, section_key=section_key
+    )
     cal.info["source"] = source

@@ -105,6 +105,7 @@ def fit(
     calibrate: bool = True,
     calibration_sections: Sequence[str] | None = None,
     calibration_samples: int = 4,
+    calibration_steps: int | None = None,
     table_key: str | None = None,
 ) -> HingeModel:
     """Train HINGE on the spots of ``data``: a frozen expression backbone adapted by SoftAdaLN to histology.
@@ -192,8 +193,10 @@ def fit(
         ``train_sections``). Whole held-out sections give intervals that hold better on new sections than
         random validation spots of the training sections do (``docs/benchmarks.md``), at the cost of training
         on fewer sections.
-    calibration_samples
-        Samples per calibration spot (predict new spots with as many, and with the default ``n_steps``).
+    calibration_samples, calibration_steps
+        ``n_samples`` and ``n_steps`` of the calibration's predictions (default steps: the model's ``n_steps``).
+        Predict new spots with the same: the calibration rescales the spread these settings give, and
+        :func:`sthinge.tl.predict` warns when they differ.
     %(table_key)s
 
     Returns
@@ -280,6 +283,8 @@ def fit(
             f"the backbone ({detail}); run `pp.select_genes(data, vocab={net.config.vocab_size})`."
         ) from None
     hconfig = _hinge_config(config, len(genes), emb.shape[1])
+    if calibration_steps is not None:
+        calibration_steps = _check_int("calibration_steps", calibration_steps, low=1, high=hconfig.n_steps)
 
     # ---- data ---------------------------------------------------------------------------------------------
     from sthinge.tl._data import split_rows
@@ -374,5 +379,6 @@ def fit(
             seed,
             "validation spots" if cal_rows.size == 0 else "calibration_sections",
             section_key,
+            n_steps=calibration_steps,
         )
     return model

@@ -167,6 +167,7 @@ def predict(
     inplace, levels, rows, emb = _prediction_inputs(data, table, source_key, model, key_added, inplace=inplace, **where)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
+    _warn_calibration_mismatch(model.calibration, n_samples, n_steps or T)
     if autocast is None:
         autocast = dev.type == "cuda"
     dtype = torch.bfloat16 if autocast else None
@@ -238,6 +239,21 @@ def predict(
     return _write_prediction(
         data, table, rows, mean, std, model.genes, key_added, uns, not inplace, extra_obsm=extra, extra_layers=bounds
     )
+
+
+def _warn_calibration_mismatch(calibration, n_samples: int, n_steps: int) -> None:
+    """Warn when the calibration was made with other sampling settings: its multipliers rescale the spread that
+    *its* ``n_samples`` / ``n_steps`` gave (fewer samples give a smaller mixture spread), so intervals may be off."""
+    if calibration is None:
+        return
+    made = {k: calibration.info.get(k) for k in ("n_samples", "n_steps")}
+    now = {"n_samples": n_samples, "n_steps": n_steps}
+    differ = [f"{k}={now[k]} (calibrated with {made[k]})" for k in now if made[k] is not None and made[k] != now[k]]
+    if differ:
+        logg.warning(
+            f"predict: {', '.join(differ)}: the intervals are calibrated for other sampling settings and may not "
+            "hold their level; predict with the calibration's settings, or recalibrate with `tl.calibrate`."
+        )
 
 
 def _intervals(

@@ -1,6 +1,7 @@
-"""Checkpoint input/output: MindSpore ``.ckpt`` files without MindSpore, safe PyTorch loading, CellFM backbones.
+"""Input/output: whole-slide images, MindSpore ``.ckpt`` files without MindSpore, safe torch loading, CellFM backbones.
 
-``import sthinge.io`` itself imports only numpy; torch is imported by the functions that need it.
+``import sthinge.io`` itself imports only numpy; torch, tiffslide and spatialdata are imported by the functions that
+need them.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from sthinge.io._atomic import atomic_write
 from sthinge.io._cellfm import load_cellfm, save_cellfm
 from sthinge.io._mindspore import inspect_mindspore_ckpt, read_mindspore_ckpt, write_mindspore_ckpt
+from sthinge.io._slide import read_slide
 from sthinge.io._torch import atomic_save, safe_torch_load
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "inspect_mindspore_ckpt",
     "load_cellfm",
     "read_mindspore_ckpt",
+    "read_slide",
     "safe_torch_load",
     "save_cellfm",
     "write_mindspore_ckpt",

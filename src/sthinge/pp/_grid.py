@@ -18,12 +18,27 @@ _TISSUE_MAX_SIDE = 2048  # tissue detection runs on the finest pyramid level wit
 
 
 def _image_mpp(sdata, image_key: str) -> float | None:
-    """µm per pixel of ``image_key`` recorded by a table's ``uns["sthinge_sections"]``, if any."""
+    """µm per pixel of ``image_key`` recorded by a table's ``uns["sthinge_sections"]``, if any; else the one that
+    :func:`sthinge.io.read_slide` recorded in ``sdata.attrs["sthinge_slides"][image_key]["mpp"]``.
+
+    ``SpatialData.attrs`` is written to the root of the .zarr and read back by ``spatialdata.read_zarr``, so a
+    slide's pixel size survives a round trip without any table.
+    """
+    import math
+    import numbers
+
+    from sthinge.io._slide import SLIDES_KEY
+
     for table in sdata.tables.values():
         meta = table.uns.get(K.UNS_SECTIONS, {}) or {}
         for info in meta.values():
             if isinstance(info, dict) and info.get("image") == image_key and info.get("mpp") is not None:
                 return float(info["mpp"])
+    slides = (getattr(sdata, "attrs", None) or {}).get(SLIDES_KEY)
+    info = slides.get(image_key) if isinstance(slides, dict) else None
+    value = info.get("mpp") if isinstance(info, dict) else None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
     return None
 
 
@@ -139,7 +154,8 @@ def make_grid(
         Keep only grid points on tissue (else the whole image).
     mpp
         Micrometres per pixel of the image's full-resolution level. Default: the ``mpp`` that a table's
-        ``uns["sthinge_sections"]`` records for this image; an image without a known scale is refused.
+        ``uns["sthinge_sections"]`` records for this image, else the one :func:`sthinge.io.read_slide` read from
+        the slide's metadata; an image without a known scale is refused.
     section
         Section name written to ``obs["section"]``; default ``image_key`` without its ``"_image"`` suffix.
     key_added

@@ -26,6 +26,9 @@ class SectionData:
     image: np.ndarray | None = None  # (y, x, 3) uint8
     obs_extra: dict[str, np.ndarray] = field(default_factory=dict)
     obsm_extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: an already-built image element (e.g. the lazy multiscale image of ``io.read_slide``, transformed to the
+    #: coordinate system ``name``), used as is instead of ``image``
+    image_element: object | None = None
 
 
 def build_spatialdata(sections: list[SectionData], *, scale_factors=(2, 2, 2)):
@@ -66,7 +69,10 @@ def build_spatialdata(sections: list[SectionData], *, scale_factors=(2, 2, 2)):
             transformations={cs: Identity()},
         )
         image_key = None
-        if s.image is not None:
+        if s.image_element is not None:
+            image_key = f"{s.name}{K.IMAGE_SUFFIX}"
+            images[image_key] = s.image_element
+        elif s.image is not None:
             image_key = f"{s.name}{K.IMAGE_SUFFIX}"
             img = np.ascontiguousarray(np.moveaxis(s.image, -1, 0))  # (c, y, x)
             sf, size = [], min(img.shape[1:])

@@ -1,13 +1,15 @@
-"""Input/output: whole-slide images, MindSpore ``.ckpt`` files without MindSpore, safe torch loading, CellFM backbones.
+"""Input/output: whole-slide images, HEST-1k samples, MindSpore ``.ckpt`` files without MindSpore, safe torch
+loading, CellFM backbones.
 
-``import sthinge.io`` itself imports only numpy; torch, tiffslide and spatialdata are imported by the functions that
-need them.
+``import sthinge.io`` itself imports only numpy; torch, tiffslide, anndata and spatialdata are imported by the
+functions that need them.
 """
 
 from __future__ import annotations
 
 from sthinge.io._atomic import atomic_write
 from sthinge.io._cellfm import load_cellfm, save_cellfm
+from sthinge.io._hest import read_hest
 from sthinge.io._mindspore import inspect_mindspore_ckpt, read_mindspore_ckpt, write_mindspore_ckpt
 from sthinge.io._slide import read_slide
 from sthinge.io._torch import atomic_save, safe_torch_load
@@ -17,6 +19,7 @@ __all__ = [
     "atomic_write",
     "inspect_mindspore_ckpt",
     "load_cellfm",
+    "read_hest",
     "read_mindspore_ckpt",
     "read_slide",
     "safe_torch_load",

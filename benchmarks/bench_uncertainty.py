@@ -151,19 +151,7 @@ def run(args, table, backbone, runs: Path) -> None:
                     seed=args.seed,
                 )
                 fit_s = time.perf_counter() - start
-                t = time.perf_counter()
-                st.tl.predict(
-                    work,
-                    model,
-                    sections=[fold],
-                    n_steps=args.n_steps,
-                    n_samples=args.n_samples,
-                    seed=args.seed,
-                    key_added="pred",
-                    levels=LEVELS,
-                    return_samples=True,
-                )
-                pred_s = time.perf_counter() - t
+                pred_s = _predict_held_out(args, work, model, fold)
                 samples_key = "pred_samples"
                 extra = {
                     "calibration_spots": int(model.calibration.n),
@@ -174,6 +162,26 @@ def run(args, table, backbone, runs: Path) -> None:
                 _fit_hinge(args, work, method, fold, train, backbone, runs)
                 continue
             _save(runs, args, method, fold, fit_s, pred_s, _record(work, "pred", fold, samples_key, rng), extra)
+
+
+def _predict_held_out(args, work, model, fold: str) -> float:
+    """Predict ``fold`` into ``work`` as ``"pred"`` (with samples and the interval layers); return the seconds."""
+    import sthinge as st
+
+    start = time.perf_counter()
+    st.tl.predict(
+        work,
+        model,
+        sections=[fold],
+        n_steps=args.n_steps,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        key_added="pred",
+        levels=LEVELS,
+        return_samples=True,
+        overwrite=True,
+    )
+    return time.perf_counter() - start
 
 
 def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, runs: Path) -> None:
@@ -223,20 +231,7 @@ def _fit_hinge(args, work, method: str, fold: str, train: list[str], backbone, r
     )
     for name, cal in (("val", val_cal), ("section", section_cal)):
         model.calibration = cal
-        t = time.perf_counter()
-        st.tl.predict(
-            work,
-            model,
-            sections=[fold],
-            n_steps=args.n_steps,
-            n_samples=args.n_samples,
-            seed=args.seed,
-            key_added="pred",
-            levels=LEVELS,
-            return_samples=True,
-            overwrite=True,
-        )
-        pred_s = time.perf_counter() - t
+        pred_s = _predict_held_out(args, work, model, fold)
         rng = np.random.default_rng(args.seed)
         info = {"calibration_spots": int(cal.n), "calibration_section": cal_section, "epochs": len(model.history)}
         info["calibration_steps"] = args.n_steps

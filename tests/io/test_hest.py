@@ -114,17 +114,6 @@ def hest_dir(tmp_path_factory):
     return _hest(tmp_path_factory.mktemp("hest"))
 
 
-@pytest.fixture
-def sthinge_log(caplog):
-    """The records of the "sthinge" logger (it does not propagate: caplog's handler is attached to it)."""
-    logger = logging.getLogger("sthinge")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-
-
 def _affine(element, cs: str) -> np.ndarray:
     from spatialdata.transformations import get_transformation
 

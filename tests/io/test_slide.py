@@ -54,17 +54,6 @@ def _marker_slide(path):
     return _write(path, _pyramid(img))
 
 
-@pytest.fixture
-def sthinge_log(caplog):
-    """The records of the "sthinge" logger (it does not propagate, so caplog's handler is attached to it)."""
-    logger = logging.getLogger("sthinge")
-    logger.addHandler(caplog.handler)
-    try:
-        yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
-
-
 def _level(sdata, key: str, k: int):
     return sdata.images[key][f"scale{k}"]["image"]
 

@@ -178,3 +178,25 @@ def test_image_without_scale_and_missing_table(sdata):
 def test_anndata_without_image(adata):
     with pytest.raises(ValueError, match="no image"):
         st.pp.embed_histology(adata)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_crops_of_used_batches_are_released(num_workers):
+    """With worker threads reading ahead, a batch already handed out is not kept alive (memory stays constant)."""
+    import gc
+    import weakref
+
+    from sthinge.pp import _tiles
+
+    rng = np.random.default_rng(0)
+    image = _tiles.image_levels_from_array("img", rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
+    centres = np.stack(np.meshgrid(np.arange(20, 180, 10), np.arange(20, 180, 40)), -1).reshape(-1, 2).astype(float)
+    group = _tiles.SpotGroup("S1", np.arange(len(centres)), centres, 1.0, image, "test")
+    refs, alive = [], []
+    for _, crops in _tiles.iter_crops(group, 16.0, 16, batch_size=4, num_workers=num_workers):
+        refs.append(weakref.ref(crops))
+        del crops
+        gc.collect()
+        alive.append(sum(r() is not None for r in refs))  # batches handed out so far that are still in memory
+    assert len(refs) == 16
+    assert max(alive) <= 1  # only the batch just handed out may still be referenced by the reader

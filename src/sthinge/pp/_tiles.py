@@ -596,12 +596,14 @@ def iter_crops(
 
     batches = [np.arange(s, min(s + batch_size, len(group.rows))) for s in range(0, len(group.rows), batch_size)]
     if num_workers and num_workers > 0:
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            pending = [pool.submit(read, b) for b in batches[: num_workers + 1]]
+            # at most num_workers + 1 batches in flight; a used future is dropped, so memory stays constant
+            pending = deque(pool.submit(read, b) for b in batches[: num_workers + 1])
             for k, idx in enumerate(batches):
-                crops = pending[k].result()
+                crops = pending.popleft().result()
                 nxt = k + num_workers + 1
                 if nxt < len(batches):
                     pending.append(pool.submit(read, batches[nxt]))

@@ -16,6 +16,7 @@ from sthinge import _constants as K
 from sthinge._logging import logg
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
+SDIO_READER_KEY = "spatialdata_io_reader"  # SpatialData.attrs entry in which spatialdata-io names its reader
 _STATS_MAX_SIDE = 4096  # the value range of a single-level image larger than this is read on a strided subsample
 
 
@@ -346,8 +347,14 @@ def _scale_of(m: np.ndarray) -> float:
     return float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
 
 
-def _resolve_mpp(section, region, *, mpp, meta, unit_scale, radius, spot_diameter_um) -> tuple[float, str]:
-    """µm per level-0 image pixel. ``unit_scale`` = image pixels per spot-coordinate unit."""
+def _resolve_mpp(
+    section, region, *, mpp, meta, unit_scale, radius, spot_diameter_um, platform_diameter_um=None
+) -> tuple[float, str]:
+    """µm per level-0 image pixel. ``unit_scale`` = image pixels per spot-coordinate unit.
+
+    ``platform_diameter_um``: the spot size of the platform the data were read from (55 µm for spatialdata-io's
+    Visium reader), used when neither ``spot_diameter_um`` nor the section's metadata give one.
+    """
     from sthinge._utils import _check_float
 
     value = _per_section("mpp", mpp, section, region) if mpp is not None else None
@@ -356,9 +363,12 @@ def _resolve_mpp(section, region, *, mpp, meta, unit_scale, radius, spot_diamete
     if meta and meta.get("mpp") is not None:
         return float(meta["mpp"]) / unit_scale, f"uns[{K.UNS_SECTIONS!r}][{section!r}]['mpp']"
     diameter = spot_diameter_um if spot_diameter_um is not None else (meta or {}).get("spot_diameter_um")
+    platform = diameter is None and platform_diameter_um is not None
+    diameter = platform_diameter_um if platform else diameter
     if diameter is not None and radius is not None and np.isfinite(radius).any() and np.nanmedian(radius) > 0:
         d = _check_float("spot_diameter_um", diameter, low=0.0, low_open=True)
-        return d / (2.0 * float(np.nanmedian(radius))) / unit_scale, "spot diameter / shape radius"
+        source = f"Visium spot diameter ({d:g} µm) / shape radius" if platform else "spot diameter / shape radius"
+        return d / (2.0 * float(np.nanmedian(radius))) / unit_scale, source
     raise ValueError(
         f"The image of section {section!r} has no physical scale: pass `mpp=` (µm per pixel of the spot "
         f"coordinates) or `spot_diameter_um=`, or set uns[{K.UNS_SECTIONS!r}][{section!r}]['mpp']."
@@ -405,6 +415,8 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
     meta_all = table.uns.get(K.UNS_SECTIONS, {}) or {}
     attrs = table.uns.get("spatialdata_attrs", {}) or {}
     region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
+    reader = (getattr(sdata, "attrs", None) or {}).get(SDIO_READER_KEY)
+    platform_diameter = VISIUM_SPOT_DIAMETER_UM if reader == "visium" else None  # spatialdata-io's Visium reader
     regions = table.obs[region_key].astype(str).to_numpy() if region_key in table.obs else np.full(table.n_obs, None)
     if isinstance(image_key, str) and image_key not in sdata.images:
         raise KeyError(f"`image_key` {image_key!r} not found; images: {list(sdata.images.keys())}.")
@@ -481,6 +493,7 @@ def groups_from_spatialdata(sdata, table, labels, *, image_key, mpp, spot_diamet
             unit_scale=_scale_of(m),
             radius=radius,
             spot_diameter_um=spot_diameter_um,
+            platform_diameter_um=platform_diameter,
         )
         groups.append(SpotGroup(section, rows, centres, value, levels, source))
     return groups

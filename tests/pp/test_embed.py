@@ -116,6 +116,42 @@ def test_timm_random_and_user_module():
     assert small.tables["table"].obsm["pool"].shape == (1, 3)
 
 
+def test_amp_runs_the_encoder_in_bfloat16_and_never_he_stats():
+    """``amp=True`` autocasts a neural encoder (its matmuls run in bfloat16: features close to float32's but not
+    equal); he-stats stays exact; the dtype is recorded."""
+    import torch
+
+    small = make_sdata(pattern(300, 300, 1.0), np.array([[100.0, 100.0], [200.0, 180.0]]), 1.0)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 8)
+
+        def forward(self, x):
+            out = self.lin(x.mean((2, 3)))
+            seen.append(out.dtype)
+            return out
+
+    torch.manual_seed(0)
+    mod = Probe()
+    st.pp.embed_histology(small, encoder=mod, input_size=16, key_added="f32", device="cpu")
+    assert seen[-1] == torch.float32  # the tiles' batch (a probe for the output size may come first)
+    st.pp.embed_histology(small, encoder=mod, input_size=16, key_added="amp", device="cpu", amp=True)
+    assert seen[-1] == torch.bfloat16
+    table = small.tables["table"]
+    assert table.uns["f32"]["amp"] is None and table.uns["amp"]["amp"] == "bfloat16"
+    assert table.obsm["amp"].dtype == np.float32
+    np.testing.assert_allclose(table.obsm["amp"], table.obsm["f32"], rtol=0.05, atol=0.02)
+    assert not np.array_equal(table.obsm["amp"], table.obsm["f32"])
+    st.pp.embed_histology(small, key_added="hs32", device="cpu")
+    st.pp.embed_histology(small, key_added="hsamp", device="cpu", amp=True)
+    np.testing.assert_array_equal(table.obsm["hs32"], table.obsm["hsamp"])
+    with pytest.raises(TypeError, match="`amp`"):
+        st.pp.embed_histology(small, key_added="bad", amp="yes")
+
+
 def _bad_calls(sdata):
     yield {"encoder": "not-an-encoder"}, ValueError, "encoder"
     yield {"encoder": 3}, TypeError, "encoder"

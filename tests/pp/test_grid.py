@@ -54,3 +54,29 @@ def test_grid_removed_keywords_name_their_replacement(sdata):
     with pytest.raises(TypeError, match="inplace"):
         st.pp.make_grid(sdata, "S1_image", inplace="no")
     assert _snapshot(sdata) == before
+
+
+def test_tissue_mask_of_a_large_single_level_image_is_read_strided(monkeypatch):
+    """An image whose coarsest level is above the detection size is read every n-th pixel (never whole), with the
+    factors scaled to match: the same grid points fall on tissue as when the level is small enough."""
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel
+
+    from sthinge.pp import _grid
+    from sthinge.pp._tiles import image_levels_from_element
+
+    yy, xx = np.mgrid[0:300, 0:400]
+    tissue = (yy - 150) ** 2 + (xx - 200) ** 2 < 110**2
+    img = np.where(tissue[None], np.array([200, 120, 180])[:, None, None], 240).astype(np.uint8)
+    element = Image2DModel.parse(img, dims=("c", "y", "x"), chunks=(3, 64, 64))
+    sdata = SpatialData(images={"w_image": element})
+    st.pp.make_grid(sdata, "w_image", spacing_um=20, mpp=1.0, key_added="full")
+    monkeypatch.setattr(_grid, "_TISSUE_MAX_SIDE", 64)
+    mask, (fy, fx) = _grid.tissue_mask(image_levels_from_element("w_image", element), min_area_px0=0.0)
+    assert max(mask.shape) <= 64 and fy == fx == 7  # ceil(400 / 64)
+    st.pp.make_grid(sdata, "w_image", spacing_um=20, mpp=1.0, key_added="strided")
+    a = {tuple(p) for p in sdata.tables["full_table"].obsm["spatial"]}
+    b = {tuple(p) for p in sdata.tables["strided_table"].obsm["spatial"]}
+    assert len(a ^ b) <= 0.1 * len(a)  # the same points, up to the disc's edge
+    centre = np.array([200.0, 150.0])
+    assert all(np.linalg.norm(np.array(p) - centre) < 125 for p in b)  # none far off the tissue

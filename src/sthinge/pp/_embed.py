@@ -13,7 +13,7 @@ from sthinge._docs import _doc
 from sthinge._logging import logg, progress
 from sthinge._utils import _check_float, _check_int, _check_overwrite, _is_spatialdata
 from sthinge.pp import _encoders as E
-from sthinge.pp._common import _check_key, _section_labels, _table_for
+from sthinge.pp._common import _check_bool, _check_key, _section_labels, _table_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -59,6 +59,15 @@ def _build_encoders(encoder, weights, *, input_size, transform) -> list[E.Encode
     return [E.timm_encoder(encoder, weights)]
 
 
+def _autocast_dtype(dev):
+    """bfloat16 where the device runs it (CPUs, recent GPUs), else float16."""
+    import torch
+
+    if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 @_doc
 def embed_histology(
     data: AnnData | SpatialData,
@@ -78,6 +87,7 @@ def embed_histology(
     key_added: str | None = None,
     overwrite: bool = False,
     num_workers: int = 0,
+    amp: bool | None = None,
     copy: bool = False,
 ) -> AnnData | SpatialData | None:
     """Embed the H&E tile under every spot with a frozen histology encoder.
@@ -141,6 +151,10 @@ def embed_histology(
         (raised before any work). Not needed with ``copy=True``.
     num_workers
         Background threads reading tiles ahead of the encoder (0 = read in the main thread).
+    amp
+        Run the encoder in mixed precision (``torch.autocast``: bfloat16 where the device supports it, else
+        float16 on a GPU). Default: on a GPU for neural encoders (UNI, CONCH, timm, your module), off on a CPU.
+        ``he-stats`` always computes in float32. Recorded in ``uns[key_added]["amp"]``.
     %(copy)s
 
     Returns
@@ -151,7 +165,7 @@ def embed_histology(
     - ``obsm[key_added]``: float32 ``(n_spots, dim)`` embeddings;
     - ``uns[key_added]``: the settings — ``encoder``, ``weights``, ``dim``, ``tile_size_um``, ``input_size``,
       ``mean``/``std``, per-section ``mpp``, ``mpp_source``, ``image``, ``value_range`` (how the image's
-      values were read, e.g. ``"0-255 (float)"``) and pyramid ``level``, and for
+      values were read, e.g. ``"0-255 (float)"``), pyramid ``level``, ``amp`` (the autocast dtype or None), and for
       ``he-stats`` the ``feature_names``.
 
     Examples
@@ -200,6 +214,8 @@ def embed_histology(
         raise TypeError(f"`image_key` must be a string, a dict or None, got {type(image_key).__name__}.")
     key_added = _check_key("key_added", key_added, optional=True) or K.embedding_key(name)
     dev = settings.resolve_device(device)
+    if amp is not None:
+        amp = _check_bool("amp", amp)
 
     source, table, copied = _table_for(data, table_key, copy)
     if key_added == K.SPATIAL_KEY:
@@ -221,6 +237,7 @@ def embed_histology(
         _check_overwrite(f"`key_added` {key_added!r}: `obsm[{key_added!r}]`", key_added in source.obsm, overwrite)
     for enc in encoders:
         enc.module.to(dev)
+    amp_dtype = _autocast_dtype(dev) if (amp if amp is not None else dev.type == "cuda") else None
     window = tile_size_um * encoders[0].window_factor
     read_size = max(enc.input_size for enc in encoders)
     dim = sum(enc.dim for enc in encoders)
@@ -245,7 +262,11 @@ def embed_histology(
                 feats = []
                 for enc in encoders:
                     x = _tiles.resample(crops, enc.input_size, dev)  # (B, 3, S, S) in [0, 1]
-                    f = enc.module(enc.prepare(x))
+                    if amp_dtype is not None and enc.name != "he-stats":
+                        with torch.autocast(device_type=dev.type, dtype=amp_dtype):
+                            f = enc.module(enc.prepare(x))
+                    else:
+                        f = enc.module(enc.prepare(x))
                     if f.ndim != 2 or f.shape[1] != enc.dim:
                         raise RuntimeError(f"encoder {enc.name!r} returned {tuple(f.shape)}, expected (B, {enc.dim}).")
                     feats.append(f.float().cpu().numpy())
@@ -277,6 +298,7 @@ def embed_histology(
         "image": {g.section: g.image.name for g in groups},
         "value_range": {g.section: g.image.value_range.label for g in groups},
         "level": {s: int(v) for s, v in levels.items()},
+        "amp": None if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
     }
     if settings_out["weights"] is None:
         del settings_out["weights"]

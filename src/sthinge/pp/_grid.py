@@ -94,7 +94,12 @@ def tissue_mask(levels, *, min_area_px0: float) -> tuple[np.ndarray, tuple[float
         if max(a.shape[1:]) <= _TISSUE_MAX_SIDE:
             break
     fy, fx = levels.factors[k]
-    rgb = np.asarray(levels.arrays[k].compute() if hasattr(levels.arrays[k], "compute") else levels.arrays[k])
+    arr = levels.arrays[k]
+    stride = -(-max(arr.shape[1:]) // _TISSUE_MAX_SIDE)  # > 1 when even the coarsest level is large
+    if stride > 1:  # read every stride-th pixel, chunk by chunk: the level is never held whole in memory
+        arr = arr[:, ::stride, ::stride]
+        fy, fx = fy * stride, fx * stride
+    rgb = np.asarray(arr.compute() if hasattr(arr, "compute") else arr)
     # the values read by the one rule of sthinge.pp._tiles (refuses NaN / out-of-range values, never clips)
     rgb = to_uint8(levels, rgb, f" on pyramid level {k}").astype(np.float32) / 255.0  # (3, y, x) in [0, 1]
     mx, mn = rgb.max(0), rgb.min(0)

@@ -242,3 +242,25 @@ def test_output_arguments_in_signature_and_docstring(name):
     assert sig.return_annotation == "Figure | None"
     doc = inspect.cleandoc(getattr(pl, name).__doc__)
     assert doc.index("\nsave\n") < doc.index("\noverwrite\n") < doc.index("\nReturns\n-------\n")
+
+
+def test_prediction_renders_with_spatialdata_plot(predicted):
+    """The prediction table renders with spatialdata-plot as it is (render_images + render_shapes(color=gene)):
+    the spots' colours follow the predicted values (viridis is monotonic in luminance)."""
+    pytest.importorskip("spatialdata_plot")
+    from scipy.stats import spearmanr
+
+    sdata = predicted
+    table = sdata.tables[K.PRED_KEY]
+    gene = table.var_names[0]
+    ax = (
+        sdata.pl.render_images("S2_image")
+        .pl.render_shapes("S2_spots", color=gene, table_name=K.PRED_KEY)
+        .pl.show(coordinate_systems="S2", return_ax=True)
+    )
+    (patches,) = [c for c in ax.collections if len(c.get_facecolors()) == table.n_obs]
+    rgb = patches.get_facecolors()[:, :3]
+    luminance = rgb @ np.array([0.2126, 0.7152, 0.0722])
+    ids = sdata.shapes["S2_spots"].index.to_numpy()  # the patches follow the shapes' order
+    values = pd.Series(np.asarray(table[:, gene].X).ravel(), index=table.obs[K.INSTANCE_KEY].to_numpy())
+    assert spearmanr(luminance, values.loc[ids].to_numpy()).statistic > 0.99

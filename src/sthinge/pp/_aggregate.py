@@ -219,7 +219,7 @@ def aggregate_bins(
     of histology work better on larger spots with more counts; this function sums the native bins into squares
     of the size you pick, which must be a multiple of the native size. Each output square covers a block of
     ``k x k`` native bins (``k = bin_size_um / native``) of the bins' own grid, counted from the grid's origin
-    (array index 0), so that, e.g., 8 µm bins summed to 16 µm give Space Ranger's own 16 µm bins. The grid indices
+    (array index 0). The grid indices
     come from the table's ``obs["array_row"]`` and ``obs["array_col"]`` (spatialdata-io keeps them); the squares
     follow the grid's orientation in the image.
 

@@ -384,3 +384,53 @@ def test_predict_compile_must_be_bool(trained):
     sdata, model = trained
     with pytest.raises(TypeError, match="`compile`"):
         st.tl.predict(sdata, model, n_steps=2, inplace=False, compile="yes")
+
+
+def test_predict_into_a_store_equals_in_memory(trained, tmp_path, monkeypatch):
+    """``store=``: the arrays are written chunk by chunk (several chunks here) into a zarr folder in anndata's
+    format; the table in ``data`` reads them lazily and equals the in-memory prediction exactly."""
+    import anndata as ad
+    import dask.array as da
+
+    from sthinge.tl import _predict
+
+    monkeypatch.setattr(_predict, "_CHUNK", 50)  # 192 spots: 4 chunks, the last one partial
+    sdata, model = trained
+    kw = dict(n_steps=3, n_samples=3, seed=7, levels=(0.5, 0.9), return_samples=True)
+    ref = st.tl.predict(sdata, model, inplace=False, **kw)
+    store = tmp_path / "pred.zarr"
+    st.tl.predict(sdata, model, key_added="backed", store=store, **kw)
+    table = sdata.tables["backed"]
+    assert isinstance(table.X, da.Array) and all(isinstance(v, da.Array) for v in table.layers.values())
+    np.testing.assert_array_equal(np.asarray(table.X), ref.X)
+    assert set(table.layers) == {k.replace(K.PRED_KEY, "backed", 1) for k in ref.layers}
+    for name in ref.layers:
+        np.testing.assert_array_equal(np.asarray(table.layers[name.replace(K.PRED_KEY, "backed", 1)]), ref.layers[name])
+    np.testing.assert_array_equal(np.asarray(table.obsm["backed_samples"]), ref.obsm["sthinge_samples"])
+    assert table.uns["backed"]["n_samples"] == 3 and table.uns["backed"]["intervals"] == ref.uns["sthinge"]["intervals"]
+    assert list(table.obs_names) == list(ref.obs_names)
+    np.testing.assert_array_equal(table.obsm["spatial"], ref.obsm["spatial"])
+    # the folder is a plain anndata zarr store, no temporary folder is left beside it
+    disk = ad.read_zarr(store)
+    np.testing.assert_array_equal(disk.X, ref.X)
+    assert disk.uns["backed"]["seed"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["pred.zarr"]
+    # the chunks are the sampler's
+    import zarr
+
+    assert zarr.open_group(str(store), mode="r")["X"].chunks == (50, model.n_genes)
+
+
+def test_predict_store_is_never_replaced_silently(trained, tmp_path):
+    sdata, model = trained
+    store = tmp_path / "pred.zarr"
+    store.mkdir()
+    (store / "mine.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match="`store`.*not empty.*overwrite=True"):
+        st.tl.predict(sdata, model, key_added="s1", store=store, n_steps=2)
+    assert "s1" not in sdata.tables and (store / "mine.txt").read_text() == "keep"
+    with pytest.raises(ValueError, match="`store` with AnnData `data` needs `inplace=False`"):
+        st.tl.predict(sdata.tables[K.TABLE_KEY].copy(), model, store=tmp_path / "a.zarr", n_steps=2)
+    assert not (tmp_path / "a.zarr").exists()
+    pred = st.tl.predict(sdata.tables[K.TABLE_KEY].copy(), model, store=tmp_path / "a.zarr", n_steps=2, inplace=False)
+    assert pred.n_obs == sdata.tables[K.TABLE_KEY].n_obs and (tmp_path / "a.zarr").is_dir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -13,8 +14,17 @@ import pandas as pd
 from sthinge import _constants as K
 from sthinge._docs import _doc
 from sthinge._logging import logg, progress
-from sthinge._utils import _check_int, _check_overwrite, _is_spatialdata, _removed_keywords, _resolve_table
+from sthinge._utils import (
+    _atomic_path,
+    _check_int,
+    _check_output_path,
+    _check_overwrite,
+    _is_spatialdata,
+    _removed_keywords,
+    _resolve_table,
+)
 from sthinge.tl._intervals import check_levels
+from sthinge.tl._store import create_table_store, finish_table_store, read_table_store
 
 if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
@@ -60,11 +70,13 @@ def predict(
     overwrite: bool = False,
     inplace: bool = True,
     table_key: str | None = None,
+    store: str | os.PathLike | None = None,
 ) -> AnnData | None:
     """Sample gene expression for every spot from its histology embedding, with its uncertainty.
 
     Spots are processed in streamed chunks and the results written into preallocated arrays, so memory beyond
-    the outputs does not grow with the number of spots.
+    the outputs does not grow with the number of spots. With ``store``, those arrays are on disk: nothing of the
+    size of the prediction is held in memory, for slides of millions of spots.
 
     Parameters
     ----------
@@ -112,6 +124,12 @@ def predict(
         ``obsm[f"{key_added}_std"]`` for AnnData). Without it, an existing one is an error raised before any work.
     %(inplace_prediction)s
     %(table_key)s
+    store
+        A ``.zarr`` folder to write the prediction table to as it is computed, chunk by chunk (anndata's zarr
+        format: ``anndata.read_zarr(store)`` reads it). The table written into ``data`` (or returned) then holds
+        its mean, std, interval and sample arrays as dask arrays reading from ``store``; keep the folder while
+        you use them. An existing non-empty folder is refused unless ``overwrite=True``; the folder appears only
+        once complete. For AnnData ``data`` it needs ``inplace=False`` (``obsm`` frames are held in memory).
 
     %(returns_prediction)s
     The prediction table is an AnnData with the model's gene panel as ``var``, the source rows' ``obs`` and
@@ -145,10 +163,7 @@ def predict(
     >>> sdata.tables["sthinge"].layers["sthinge_std"]  # doctest: +SKIP
     >>> pred = st.tl.predict(sdata, model, key_added="try", inplace=False)  # nothing written  # doctest: +SKIP
     """
-    import torch
-
     from sthinge._settings import settings
-    from sthinge.models import auto_batch_size, sample
 
     # ---- validation before any work -----------------------------------------------------------------------
     dev = settings.resolve_device(device)  # an unavailable device fails before the model is loaded
@@ -167,16 +182,112 @@ def predict(
     inplace, levels, rows, emb = _prediction_inputs(data, table, source_key, model, key_added, inplace=inplace, **where)
     if len(rows) == 0:
         raise ValueError("`data` has no spots to predict.")
+    if store is not None:
+        store = _check_output_path("store", store, overwrite=overwrite, kind="folder")
+        if inplace and not _is_spatialdata(data):
+            raise ValueError("`store` with AnnData `data` needs `inplace=False`: `obsm` frames are held in memory.")
     _warn_calibration_mismatch(model.calibration, n_samples, n_steps or T)
     if autocast is None:
         autocast = dev.type == "cuda"
-    dtype = torch.bfloat16 if autocast else None
 
-    # ---- sampling, streamed ---------------------------------------------------------------------------------
+    # ---- outputs: in memory, or zarr arrays in `store` ------------------------------------------------------------
     n, G = len(rows), model.n_genes
-    mean = np.empty((n, G), np.float32)
-    std = np.empty((n, G), np.float32)
-    samples = np.empty((n, n_samples, G), np.float32) if return_samples else None
+    uns: dict[str, Any] = {}
+    bound_names = _interval_setup(levels, model.calibration, key_added, uns)
+    std_key, samples_key = f"{key_added}{K.STD_SUFFIX}", f"{key_added}{K.SAMPLES_SUFFIX}"
+    shapes = {"X": (n, G), f"layers/{std_key}": (n, G), **{f"layers/{b}": (n, G) for b in bound_names}}
+    if return_samples:
+        shapes[f"obsm/{samples_key}"] = (n, n_samples, G)
+    with contextlib.ExitStack() as stack:
+        if store is None:
+            out_arrays = {name: np.empty(shape, np.float32) for name, shape in shapes.items()}
+        else:
+            target = stack.enter_context(_atomic_path(store))
+            skeleton_obsm = (
+                {K.SPATIAL_KEY: np.asarray(table.obsm[K.SPATIAL_KEY])[rows]} if K.SPATIAL_KEY in table.obsm else {}
+            )
+            out_arrays = create_table_store(
+                target,
+                obs=table.obs.iloc[rows].copy(),
+                var=pd.DataFrame(index=pd.Index(list(model.genes))),
+                obsm=skeleton_obsm,
+                arrays=shapes,
+                rows=_CHUNK,
+            )
+        elapsed, compiled = _sample_into(
+            out_arrays,
+            model,
+            emb,
+            rows,
+            dev,
+            levels,
+            key_added,
+            std_key,
+            samples_key,
+            n_steps=n_steps,
+            n_samples=n_samples,
+            batch_size=batch_size,
+            seed=seed,
+            autocast=autocast,
+            compile=compile,
+            return_samples=return_samples,
+        )
+        uns.update(
+            {
+                "n_steps": int(n_steps or T),
+                "n_samples": int(n_samples),
+                "seed": int(seed),
+                "embedding_key": model.embedding_key,
+                "variant": model.config.variant,
+                "transform": str(model.transform.get("transform", "")),
+                "training_layer": str(model.layer or ""),
+                "source_table": source_key if source_key is not None else "",
+                "seconds": float(elapsed),
+                "compiled": bool(compiled),
+            }
+        )
+        if store is not None:
+            finish_table_store(target, {key_added: uns})
+    logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
+    if store is not None:
+        logg.info(f"predict: the prediction is in {str(store)!r}; its arrays are read from there.")
+        stored = read_table_store(store)
+        out_arrays = {"X": stored.X, **{f"layers/{k}": v for k, v in stored.layers.items()}}
+        out_arrays.update({f"obsm/{k}": v for k, v in stored.obsm.items() if k != K.SPATIAL_KEY})
+    mean, std = out_arrays["X"], out_arrays[f"layers/{std_key}"]
+    bounds = {b: out_arrays[f"layers/{b}"] for b in bound_names}
+    extra = {samples_key: out_arrays[f"obsm/{samples_key}"]} if return_samples else None
+    return _write_prediction(
+        data, table, rows, mean, std, model.genes, key_added, uns, not inplace, extra_obsm=extra, extra_layers=bounds
+    )
+
+
+def _sample_into(
+    out,
+    model,
+    emb,
+    rows,
+    dev,
+    levels,
+    key_added,
+    std_key,
+    samples_key,
+    *,
+    n_steps,
+    n_samples,
+    batch_size,
+    seed,
+    autocast,
+    compile,
+    return_samples,
+):
+    """Sample chunk by chunk into the output arrays ``out`` (numpy or zarr); returns (seconds, compiled)."""
+    import torch
+
+    from sthinge.models import auto_batch_size, sample
+
+    n = len(rows)
+    dtype = torch.bfloat16 if autocast else None
     module = model.module.to(dev).eval()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     if batch_size is None:
@@ -197,7 +308,7 @@ def predict(
             )
             state = gen.get_state()
             try:  # a batch size halved on OOM stays halved
-                out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
+                res, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as err:  # noqa: BLE001 - any failure of the compiled model: fall back to eager
@@ -209,36 +320,20 @@ def predict(
                 )
                 runner = module
                 gen.set_state(state)
-                out, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
+                res, batch_size = _sample_with_oom_retry(sample, runner, cond, batch_size=batch_size, **kwargs)
             # the mixture's mean and variance: for a drawing (Gaussian) model the draws' own noise is integrated
             # out in closed form; for a point model they equal the mean and variance over the samples
-            mean[lo:hi] = out[-1].float().cpu().numpy()
-            std[lo:hi] = out[-2].float().clamp_min(0).sqrt().cpu().numpy()
-            if samples is not None:
-                samples[lo:hi] = out[2].float().cpu().numpy()
+            mean = res[-1].float().cpu().numpy()
+            std = res[-2].float().clamp_min(0).sqrt().cpu().numpy()
+            out["X"][lo:hi] = mean
+            out[f"layers/{std_key}"][lo:hi] = std
+            for name, values in _interval_bounds(mean, std, levels, model.calibration, key_added).items():
+                out[f"layers/{name}"][lo:hi] = values
+            if return_samples:
+                out[f"obsm/{samples_key}"][lo:hi] = res[2].float().cpu().numpy()
     finally:
         module.cpu()
-    elapsed = time.perf_counter() - start
-
-    # ---- the prediction table ------------------------------------------------------------------------------
-    uns = {
-        "n_steps": int(n_steps or T),
-        "n_samples": int(n_samples),
-        "seed": int(seed),
-        "embedding_key": model.embedding_key,
-        "variant": model.config.variant,
-        "transform": str(model.transform.get("transform", "")),
-        "training_layer": str(model.layer or ""),
-        "source_table": source_key if source_key is not None else "",
-        "seconds": float(elapsed),
-        "compiled": bool(compile and runner is not module),
-    }
-    logg.info(f"predict: {n} spots x {G} genes, {n_samples} sample(s), {n_steps or T} steps in {elapsed:.1f} s")
-    bounds = _intervals(mean, std, levels, model.calibration, key_added, uns)
-    extra = {f"{key_added}{K.SAMPLES_SUFFIX}": samples} if samples is not None else None
-    return _write_prediction(
-        data, table, rows, mean, std, model.genes, key_added, uns, not inplace, extra_obsm=extra, extra_layers=bounds
-    )
+    return time.perf_counter() - start, bool(compile and runner is not module)
 
 
 def _warn_calibration_mismatch(calibration, n_samples: int, n_steps: int) -> None:
@@ -261,13 +356,18 @@ def _intervals(
 ) -> dict[str, np.ndarray]:
     """The interval bounds at ``levels`` by their layer names: conformal with a calibration, else Gaussian (with a
     warning). ``uns`` records which."""
-    from sthinge.tl._intervals import gaussian_z, interval_layer_names
+    _interval_setup(levels, calibration, key_added, uns)
+    return _interval_bounds(mean, std, levels, calibration, key_added)
 
-    out: dict[str, np.ndarray] = {}
+
+def _interval_setup(levels: tuple[float, ...], calibration, key_added: str, uns: dict[str, Any]) -> list[str]:
+    """Record in ``uns`` how the intervals are made (warning once when they are Gaussian); their layer names."""
+    from sthinge.tl._intervals import interval_layer_names
+
     if calibration is not None:  # so that `tl.evaluate` gives calibrated intervals at any level
         uns["calibration"] = calibration.to_dict()
     if not levels:
-        return out
+        return []
     uns["levels"] = [float(v) for v in levels]
     uns["intervals"] = "gaussian" if calibration is None else "conformal"
     if calibration is None:
@@ -276,7 +376,15 @@ def _intervals(
             "usually cover far less than their level; calibrate it with `tl.calibrate` (or fit with "
             "`calibrate=True`)."
         )
-    for level in levels:
+    return [name for level in levels for name in interval_layer_names(key_added, level)]
+
+
+def _interval_bounds(mean, std, levels: tuple[float, ...], calibration, key_added: str) -> dict[str, np.ndarray]:
+    """The bounds (by layer name) of the intervals at ``levels`` for these rows of ``mean`` / ``std``."""
+    from sthinge.tl._intervals import gaussian_z, interval_layer_names
+
+    out: dict[str, np.ndarray] = {}
+    for level in levels or ():
         if calibration is None:
             half = gaussian_z(level) * std
             lo, hi = np.maximum(mean - half, 0.0).astype(np.float32), (mean + half).astype(np.float32)

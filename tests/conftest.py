@@ -113,3 +113,16 @@ def her2st_dir() -> Path:
     if HER2ST_DIR is None:
         pytest.skip("Her2ST files not found: set STHINGE_DATA_DIR")
     return HER2ST_DIR
+
+
+@pytest.fixture
+def sthinge_log(caplog):
+    """The records of the "sthinge" logger (it does not propagate: caplog's handler is attached to it)."""
+    import logging
+
+    logger = logging.getLogger("sthinge")
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

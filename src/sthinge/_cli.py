@@ -1,4 +1,4 @@
-"""The ``sthinge`` command line: ``sthinge demo`` and ``sthinge --version``."""
+"""The ``sthinge`` command line: ``sthinge demo``, ``sthinge predict`` and ``sthinge --version``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,88 @@ def _demo(args: argparse.Namespace) -> int:
     result = run_demo(**kwargs, say=_out, _names=CLI_NAMES)
     _out(f"done in {result['seconds']:.1f} s; report: {result['out']}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import sthinge as st
+
+    st.settings.verbosity = 1 if args.quiet else 2
+    summary = st.tl.predict_cohort(
+        args.manifest,
+        args.model,
+        args.out,
+        spacing_um=args.spacing_um,
+        spot_diameter_um=args.spot_diameter_um,
+        tissue_only=not args.whole_image,
+        encoder=args.encoder,
+        weights=args.weights,
+        force_encoder=args.force_encoder,
+        n_steps=args.steps,
+        n_samples=args.samples,
+        levels=args.levels if args.levels else None,
+        batch_size=args.batch_size,
+        embed_batch_size=args.embed_batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    counts = summary["status"].value_counts().to_dict()
+    _out(
+        f"sthinge predict: {len(summary)} slide(s): "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f"; summary: {args.out}/summary.csv"
+    )
+    return 0 if counts.get("failed", 0) == 0 else 3
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict expression on a cohort of H&E slides with a trained model",
+        description="Predict expression on every slide of a manifest with a trained model: pseudo-spots over the "
+        "tissue, the slide embedded as the model's training embeddings were, one SpatialData zarr per slide in --out "
+        "and a summary.csv updated as slides finish. A rerun skips finished slides and retries failed ones. Several "
+        "processes share the slides under torchrun or SLURM (torchrun --nproc-per-node=N -m sthinge predict ...). "
+        "Exit status 0 when every slide succeeded, 3 when some failed (see the summary), 2 on bad input.",
+    )
+    p.add_argument("model", help="folder of a model saved by HingeModel.save (or its model.pt)")
+    p.add_argument(
+        "manifest",
+        help="CSV with a 'path' column (slide files, relative to the CSV) and optional 'mpp' and 'sample_id' columns",
+    )
+    p.add_argument("--out", required=True, help="results folder (one <sample_id>.zarr per slide, summary.csv)")
+    p.add_argument("--spacing-um", type=float, default=100.0, help="distance between pseudo-spots in µm (default 100)")
+    p.add_argument("--spot-diameter-um", type=float, default=None, help="pseudo-spot diameter in µm (default: spacing)")
+    p.add_argument("--whole-image", action="store_true", help="cover the whole image, not only the tissue")
+    p.add_argument("--encoder", default=None, help="histology encoder (default: the one the model was trained with)")
+    p.add_argument("--weights", default=None, help="encoder weights file (default: the recorded one, sha256-checked)")
+    p.add_argument(
+        "--force-encoder",
+        action="store_true",
+        help="embed with --encoder / --weights even if they differ from the model's",
+    )
+    p.add_argument("--steps", type=int, default=None, help="sampler step budget K (default: the model's T)")
+    p.add_argument("--samples", type=int, default=1, help="samples per spot, >= 1 (default 1)")
+    p.add_argument(
+        "--levels",
+        type=float,
+        nargs="*",
+        default=[0.5, 0.9],
+        help="interval levels to write (default 0.5 0.9; none: no intervals)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="rows per model call (default: automatic)")
+    p.add_argument("--embed-batch-size", type=int, default=64, help="tiles per encoder batch (default 64)")
+    p.add_argument("--num-workers", type=int, default=0, help="threads reading tiles ahead (default 0)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: sthinge's settings)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every slide's prediction (default 0)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a folder holding another model's results (redone) or other files",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default 0)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
+    _add_predict(sub)
     return parser
 
 

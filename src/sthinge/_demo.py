@@ -14,6 +14,7 @@ import pandas as pd
 
 from sthinge import _constants as K
 from sthinge._logging import logg
+from sthinge._utils import _write_spatialdata
 
 HER2ST_C = ["C2", "C3", "C4", "C5", "C6"]
 SYNTHETIC_SECTIONS = ["S1", "S2", "S3", "S4"]
@@ -217,23 +218,6 @@ class _Clock:
         self.steps.append((what, now - self.last))
         self.say(f"[{now - self.start:6.1f} s] {what} ({now - self.last:.1f} s)")
         self.last = now
-
-
-def _write_zarr(sdata: Any, path: Path) -> None:
-    """``sdata.write(path)``, with anndata's zarr v3 sharding chosen explicitly when the user has not chosen it.
-
-    Unless ``anndata.settings.auto_shard_zarr_v3`` is set (in Python or by its environment variable), the tables
-    are written unsharded, anndata's current default; left unset, anndata warns for every array it writes that the
-    default will change, which nobody running the demo can act on.
-    """
-    from contextlib import nullcontext
-
-    import anndata as ad
-
-    settings = getattr(ad, "settings", None)
-    unset = settings is not None and getattr(settings, "auto_shard_zarr_v3", False) is None
-    with settings.override(auto_shard_zarr_v3=False) if unset else nullcontext():
-        sdata.write(path)
 
 
 def _report_image(sdata, table, section: str, max_side: int = 4000) -> dict[str, Any]:
@@ -477,7 +461,7 @@ def run_demo(
             shapes={shapes_key: sdata.shapes[shapes_key]},
             tables={"truth": truth, **preds},
         )
-        _write_zarr(predictions, tmp / "predictions.zarr")
+        _write_spatialdata(predictions, tmp / "predictions.zarr")
         clock_lines = "\n".join(f"| {what} | {sec:.1f} |" for what, sec in clock.steps)
         hinge50 = float(main.loc["HINGE", "pcc50"])
         ridge50 = float(main.loc["ridge", "pcc50"])

@@ -270,3 +270,20 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise FileNotFoundError(f"Nothing was written to {target}.")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_spatialdata(sdata: Any, path: Path) -> None:
+    """``sdata.write(path)``, with anndata's zarr v3 sharding chosen explicitly when the user has not chosen it.
+
+    Unless ``anndata.settings.auto_shard_zarr_v3`` is set (in Python or by its environment variable), the tables
+    are written unsharded, anndata's current default; left unset, anndata warns for every array it writes that the
+    default will change, which nobody running sthinge can act on.
+    """
+    from contextlib import nullcontext
+
+    import anndata as ad
+
+    settings = getattr(ad, "settings", None)
+    unset = settings is not None and getattr(settings, "auto_shard_zarr_v3", False) is None
+    with settings.override(auto_shard_zarr_v3=False) if unset else nullcontext():
+        sdata.write(path)

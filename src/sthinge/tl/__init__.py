@@ -3,6 +3,7 @@
 from sthinge.tl._backbone import default_backbone
 from sthinge.tl._baselines import BaselineModel, fit_baseline, predict_baseline
 from sthinge.tl._calibrate import calibrate
+from sthinge.tl._cohort import predict_cohort
 from sthinge.tl._conformal import Calibration
 from sthinge.tl._crossval import CrossValidationDetails, cross_validate
 from sthinge.tl._evaluate import Coexpression, coexpression, compare, evaluate
@@ -14,6 +15,7 @@ from sthinge.tl._pretrain import pretrain_backbone
 __all__ = [
     "fit",
     "predict",
+    "predict_cohort",
     "calibrate",
     "HingeModel",
     "Calibration",

@@ -228,7 +228,7 @@ def fit(
     from sthinge.models import Hinge
     from sthinge.tl._calibrate import calibrate_after_fit
     from sthinge.tl._data import _embedding, _expression, _panel, _panel_symbols, _section_rows
-    from sthinge.tl._model import HingeModel, _hinge_config
+    from sthinge.tl._model import HingeModel, _hinge_config, embedding_recipe_of
 
     # ---- validate everything before any work ----------------------------------------------------------
     table, _ = _resolve_table(data, table_key)
@@ -365,6 +365,7 @@ def fit(
         transform=info if isinstance(info, dict) else {},
         history=lit.history,
         train_sections=train_names,
+        embedding=embedding_recipe_of(table, embedding_key),
     )
     logg.info(f"fit: {len(lit.history)} epochs; best validation {stopper.best:.4g} at epoch {stopper.best_epoch}.")
     if calibrate:

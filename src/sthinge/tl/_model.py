@@ -238,6 +238,7 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
         "history": list(history),
         "train_sections": train_sections,
         "calibration": calibration,
+        "embedding": _embedding_recipe(payload.get("embedding"), config.cond_dim, where),
     }
 
 
@@ -317,6 +318,7 @@ class HingeModel:
         history: list[dict[str, float]] | None = None,
         train_sections: list[str] | None = None,
         calibration: Calibration | None = None,
+        embedding: dict[str, Any] | None = None,
     ) -> None:
         self.module = module
         self.genes = list(genes)
@@ -331,6 +333,7 @@ class HingeModel:
         self.history = list(history or [])
         self.train_sections = list(train_sections or [])
         self.calibration = calibration
+        self.embedding = dict(embedding) if embedding else None
         n_genes = int(module.config.n_genes)
         for name, names in (("genes", self.genes), ("symbols", self.symbols)):
             if len(names) != n_genes:
@@ -346,6 +349,14 @@ class HingeModel:
     def config(self) -> HingeConfig:
         """The :class:`sthinge.models.HingeConfig` of the module."""
         return self.module.config
+
+    @property
+    def embedding_recipe(self) -> dict[str, Any] | None:
+        """How the training embeddings were made (``None`` when they did not come from
+        :func:`sthinge.pp.embed_histology`): ``encoder``, ``weights`` (paths) and ``weights_sha256``,
+        ``tile_size_um``, ``input_size``, ``mean`` / ``std`` (the tile normalisation) and ``dim``.
+        :func:`sthinge.tl.predict_cohort` embeds new slides the same way."""
+        return None if self.embedding is None else dict(self.embedding)
 
     @property
     def n_genes(self) -> int:
@@ -435,6 +446,7 @@ class HingeModel:
             "history": [{k: float(v) for k, v in h.items()} for h in self.history],
             "train_sections": list(self.train_sections),
             "calibration": None if self.calibration is None else self.calibration.to_dict(),
+            "embedding": self.embedding,
         }
         created = [p for p in (path, *path.parents) if not p.exists()]  # folders made here, removed on failure
         try:
@@ -560,7 +572,55 @@ class HingeModel:
             history=fields["history"],
             train_sections=fields["train_sections"],
             calibration=fields["calibration"],
+            embedding=fields["embedding"],
         )
+
+
+_RECIPE_KEYS = {"encoder": str, "tile_size_um": float, "dim": int}
+
+
+def _embedding_recipe(recipe, cond_dim: int, where: str) -> dict[str, Any] | None:
+    """The ``embedding`` field of a model file: None (older files, or embeddings not made by sthinge) or a dict."""
+    if recipe is None:
+        return None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{where}: field 'embedding' must be a dict or None, got {type(recipe).__name__}.")
+    for key, kind in _RECIPE_KEYS.items():
+        value = recipe.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is not str and not value > 0):
+            raise ValueError(f"{where}: field 'embedding' has a bad {key!r}: {value!r}.")
+    if recipe["dim"] != cond_dim:
+        raise ValueError(
+            f"{where}: field 'embedding' says the embeddings are {recipe['dim']}-d, the model's cond_dim is {cond_dim}."
+        )
+    return dict(recipe)
+
+
+def embedding_recipe_of(table, embedding_key: str) -> dict[str, Any] | None:
+    """What :func:`sthinge.pp.embed_histology` recorded in ``uns[embedding_key]``, with the sha256 of each weight
+    file; None when the embedding was not made by it (then predicting on new slides needs ``encoder=``)."""
+    info = table.uns.get(embedding_key)
+    if not isinstance(info, dict) or not isinstance(info.get("encoder"), str) or "tile_size_um" not in info:
+        return None
+    weights = info.get("weights")
+    paths = dict(weights) if isinstance(weights, dict) else ({} if weights in (None, "random") else {"": weights})
+    sha = {}
+    for name, path in paths.items():
+        try:
+            sha[name] = _sha256(path)
+        except OSError:
+            sha[name] = None  # moved since embedding: recorded as unknown
+    recipe = {
+        "encoder": str(info["encoder"]),
+        "weights": weights if isinstance(weights, dict | str) or weights is None else str(weights),
+        "weights_sha256": sha.get("") if set(sha) == {""} else (sha or None),
+        "tile_size_um": float(info["tile_size_um"]),
+        "input_size": [int(v) for v in np.atleast_1d(info.get("input_size", []))],
+        "mean": [[float(x) for x in m] for m in info.get("mean", [])],
+        "std": [[float(x) for x in m] for m in info.get("std", [])],
+        "dim": int(info.get("dim", 0)),
+    }
+    return recipe
 
 
 def _rebuild(net, config):

@@ -36,6 +36,14 @@ EXPECTED = {
     },
     "02_your_own_weights.ipynb": {"embedding_dim", "n_embedded", "backbone_params", "pcc50", "mse"},
     "03_he_only_slide.ipynb": {"n_pseudo_spots", "n_genes", "mean_prediction", "mean_std", "mean_width90"},
+    "04_whole_slide_to_domains.ipynb": {
+        "n_pseudo_spots",
+        "n_genes",
+        "n_domains",
+        "store_mb",
+        "mean_prediction",
+        "slide_mpp",
+    },
 }
 CELL_TIMEOUT = 300  # seconds per cell
 

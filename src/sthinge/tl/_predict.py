@@ -214,24 +214,10 @@ def predict(
                 arrays=shapes,
                 rows=_CHUNK,
             )
-        elapsed, compiled = _sample_into(
-            out_arrays,
-            model,
-            emb,
-            rows,
-            dev,
-            levels,
-            key_added,
-            std_key,
-            samples_key,
-            n_steps=n_steps,
-            n_samples=n_samples,
-            batch_size=batch_size,
-            seed=seed,
-            autocast=autocast,
-            compile=compile,
-            return_samples=return_samples,
-        )
+        keys = (key_added, std_key, samples_key)
+        sampling = dict(n_steps=n_steps, n_samples=n_samples, batch_size=batch_size, seed=seed, autocast=autocast)
+        sampling.update(compile=compile, return_samples=return_samples, levels=levels)
+        elapsed, compiled = _sample_into(out_arrays, model, emb, rows, dev, keys, **sampling)
         uns.update(
             {
                 "n_steps": int(n_steps or T),
@@ -263,29 +249,14 @@ def predict(
 
 
 def _sample_into(
-    out,
-    model,
-    emb,
-    rows,
-    dev,
-    levels,
-    key_added,
-    std_key,
-    samples_key,
-    *,
-    n_steps,
-    n_samples,
-    batch_size,
-    seed,
-    autocast,
-    compile,
-    return_samples,
+    out, model, emb, rows, dev, keys, *, levels, n_steps, n_samples, batch_size, seed, autocast, compile, return_samples
 ):
     """Sample chunk by chunk into the output arrays ``out`` (numpy or zarr); returns (seconds, compiled)."""
     import torch
 
     from sthinge.models import auto_batch_size, sample
 
+    key_added, std_key, samples_key = keys
     n = len(rows)
     dtype = torch.bfloat16 if autocast else None
     module = model.module.to(dev).eval()

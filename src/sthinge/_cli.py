@@ -1,4 +1,4 @@
-"""The ``sthinge`` command line: ``sthinge demo``, ``sthinge predict`` and ``sthinge --version``."""
+"""The ``sthinge`` command line: ``sthinge demo``, ``sthinge predict``, ``sthinge fit`` and ``sthinge --version``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,35 @@ def _predict(args: argparse.Namespace) -> int:
         + f"; summary: {args.out}/summary.csv"
     )
     return 0 if counts.get("failed", 0) == 0 else 3
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import sthinge as st
+    from sthinge._fit_config import read_config, run_fit_config
+
+    read_config(args.config)  # every check of the file before any work
+    st.settings.verbosity = 1 if args.quiet else 2
+    run_fit_config(args.config, args.out, resume=args.resume, overwrite=args.overwrite, say=_out)
+    return 0
+
+
+def _add_fit(sub) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="train a model from a TOML config file (no notebook needed)",
+        description="Train a HINGE model from a TOML config: [data] (zarr stores, HEST samples or Her2ST sections), "
+        "[panel] (pp.select_genes), [embedding] (pp.embed_histology), [backbone] (name, weights) and [fit] (any "
+        "other keyword of tl.fit). Writes the model, history.csv and a copy of the config to --out; Lightning's "
+        "checkpoints go to --out/checkpoints, from which --resume continues an interrupted run.",
+    )
+    p.add_argument("config", help="the TOML config file")
+    p.add_argument("--out", required=True, help="folder to write the model to (new or empty unless --overwrite)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --out/checkpoints")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --out, starting afresh over its checkpoints"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_fit)
 
 
 def _add_predict(sub) -> None:
@@ -167,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(func=_demo)
     _add_predict(sub)
+    _add_fit(sub)
     return parser
 
 

@@ -21,8 +21,16 @@ Run from the repository root::
     PYTHONPATH=src python benchmarks/bench_predict_memory.py --quick               # 5k and 10k spots
     PYTHONPATH=src python benchmarks/bench_predict_memory.py --out docs/benchmarks.md
 
+``--modes memory store`` runs every N twice, side by side: as above, and with ``tl.predict(store=...)``, which
+writes the prediction to a zarr folder chunk by chunk and returns a table whose arrays read lazily from it. The
+table then has a ``mode`` column, ``outputs`` counts only what the prediction holds in memory (its dask arrays
+hold nothing) and ``on disk`` the size of the folder::
+
+    PYTHONPATH=src python benchmarks/bench_predict_memory.py --modes memory store --sizes 100000 1000000 \
+        --n-genes 20 --cond-dim 104 --threads 1 --out docs/benchmarks.md
+
 ``--out`` replaces this benchmark's section of a markdown file (between ``<!-- bench_predict_memory -->``
-markers; appended when absent) and leaves the rest alone.
+markers, or ``<!-- bench_predict_store -->`` with ``--modes``; appended when absent) and leaves the rest alone.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
 MARK = "bench_predict_memory"
+MARK_STORE = "bench_predict_store"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -83,6 +92,8 @@ def _nbytes(pred) -> int:
     seen, total = set(), 0
     arrays = [pred.X, *pred.layers.values(), *pred.obsm.values()]
     for a in arrays:
+        if hasattr(a, "dask"):  # read lazily from the store: nothing in memory
+            continue
         a = np.asarray(a)
         base = a if a.base is None else a.base
         if id(base) not in seen:
@@ -126,12 +137,30 @@ def child(args) -> dict:
     before = _rss_bytes()
     exact = _reset_peak()
     t0 = time.perf_counter()
-    pred = st.tl.predict(adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", inplace=False)
+    store = None
+    if args.mode == "store":
+        import tempfile
+
+        store = Path(tempfile.mkdtemp(prefix="bench-store-")) / "pred.zarr"
+    pred = st.tl.predict(
+        adata, model, n_steps=args.n_steps, batch_size=args.batch_size, device="cpu", inplace=False, store=store
+    )
     seconds = time.perf_counter() - t0
     peak = _peak_bytes() if exact else _ru_maxrss_bytes()
     outputs = _nbytes(pred)
-    assert pred.shape == (n, G) and np.isfinite(pred.X).all()
+    assert pred.shape == (n, G)
+    on_disk = 0
+    if store is not None:
+        import shutil
+
+        on_disk = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+        assert np.isfinite(np.asarray(pred.X[:1000])).all()
+        shutil.rmtree(store.parent)
+    else:
+        assert np.isfinite(pred.X).all()
     return {
+        "mode": args.mode,
+        "on_disk": on_disk,
         "n": n,
         "seconds": seconds,
         "rss_before": before,
@@ -147,7 +176,7 @@ def child(args) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # parent: one fresh process per N, table
 # ------------------------------------------------------------------------------------------------------------
-def _run_child(n: int, args) -> dict:
+def _run_child(n: int, args, mode: str = "memory") -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -163,6 +192,8 @@ def _run_child(n: int, args) -> dict:
         str(args.batch_size),
         "--threads",
         str(args.threads),
+        "--mode",
+        mode,
     ]
     env = {
         **os.environ,
@@ -170,12 +201,48 @@ def _run_child(n: int, args) -> dict:
     }
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
-        raise RuntimeError(f"child for N={n} failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"child for N={n} ({mode}) failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def _mb(b: float) -> str:
     return f"{b / 2**20:.1f}"
+
+
+def _store_table(rows: list[dict], args) -> str:
+    import torch
+
+    head = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores{', shared with other jobs' if args.shared else ''}"
+        f"; Python {platform.python_version()}, torch {torch.__version__}; {datetime.date.today().isoformat()}.  \n"
+        f"Tiny preset (2 x 64), random weights, G = {args.n_genes} genes, cond_dim = {args.cond_dim}, "
+        f"n_steps = {args.n_steps}, 1 sample, batch_size = {args.batch_size}, AnnData input, `inplace=False`, "
+        "default `levels` (mean, std and four interval bounds: six float32 arrays of N x G), "
+        f"{'torch threads = ' + str(args.threads) if args.threads else 'default torch threads'}; each N and mode in "
+        "a fresh process, both modes in one run. `memory`: `tl.predict` as by default; `store`: "
+        "`tl.predict(store=...)`, the arrays written chunk by chunk to a zarr folder and read back lazily. MiB.\n\n"
+        "| spots | mode | predict (s) | RSS before | peak in predict | peak − before | outputs in memory | on disk |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = [
+        f"| {r['n']:,} | {r['mode']} | {r['seconds']:.1f} | {_mb(r['rss_before'])} | "
+        f"{_mb(r['peak'])}{'' if r['peak_is_predict_only'] else '*'} | {_mb(r['peak'] - r['rss_before'])} | "
+        f"{_mb(r['outputs'])} | {_mb(r['on_disk']) if r['mode'] == 'store' else '–'} |"
+        for r in rows
+    ]
+    foot = ""
+    by = {(r["n"], r["mode"]): r for r in rows}
+    sizes = sorted({r["n"] for r in rows})
+    for n in sizes:
+        if (n, "memory") in by and (n, "store") in by:
+            m, s_ = by[(n, "memory")], by[(n, "store")]
+            foot += (
+                f"\n\n{n:,} spots: peak − before {_mb(s_['peak'] - s_['rss_before'])}"
+                f" MiB with `store` against {_mb(m['peak'] - m['rss_before'])} MiB in memory (ratio "
+                f"{(s_['peak'] - s_['rss_before']) / (m['peak'] - m['rss_before']):.2f}); time ratio store / memory "
+                f"{s_['seconds'] / m['seconds']:.2f}."
+            )
+    return head + "\n".join(lines) + foot + "\n"
 
 
 def _table(rows: list[dict], args) -> str:
@@ -221,6 +288,10 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="5k and 10k spots (both above predict's 4096-spot chunk)")
     p.add_argument("--shared", action="store_true", help="say in the table that the machine was shared")
     p.add_argument("--out", help="markdown file whose section to replace / append")
+    p.add_argument(
+        "--modes", nargs="+", default=None, choices=["memory", "store"], help="compare tl.predict with store=..."
+    )
+    p.add_argument("--mode", default="memory", choices=["memory", "store"], help=argparse.SUPPRESS)
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -229,6 +300,17 @@ def main(argv=None) -> None:
         return
     sizes = [5000, 10000] if args.quick else args.sizes
     rows = []
+    if args.modes:
+        for n in sizes:
+            for mode in args.modes:
+                r = _run_child(n, args, mode)
+                rows.append(r)
+                print(f"N={n:>9,} {mode}: {r['seconds']:.1f} s, peak {_mb(r['peak'])} MiB", file=sys.stderr, flush=True)
+        table = _store_table(rows, args)
+        print(table)
+        if args.out:
+            write_section(args.out, MARK_STORE, "Memory of `tl.predict(store=...)` vs in memory", table)
+        return
     for n in sizes:
         r = _run_child(n, args)
         rows.append(r)

@@ -36,7 +36,7 @@ def test_demo_zarr_writer_does_not_warn_about_autosharding(tmp_path):
     import anndata as ad
     from spatialdata import SpatialData
 
-    from sthinge._demo import _write_zarr
+    from sthinge._utils import _write_spatialdata as _write_zarr
 
     _needs_autoshard_setting()
     table = ad.AnnData(np.arange(12, dtype=np.float32).reshape(4, 3))
@@ -52,7 +52,7 @@ def test_demo_zarr_writer_does_not_warn_about_autosharding(tmp_path):
 def test_demo_zarr_writer_keeps_the_users_sharding_choice(tmp_path):
     import anndata as ad
 
-    from sthinge._demo import _write_zarr
+    from sthinge._utils import _write_spatialdata as _write_zarr
 
     _needs_autoshard_setting()
     seen = []

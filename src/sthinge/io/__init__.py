@@ -1,5 +1,5 @@
 """Input/output: whole-slide images, HEST-1k samples, MindSpore ``.ckpt`` files without MindSpore, safe torch
-loading, CellFM backbones.
+loading, CellFM and scGPT backbones.
 
 ``import sthinge.io`` itself imports only numpy; torch, tiffslide, anndata and spatialdata are imported by the
 functions that need them.
@@ -11,6 +11,7 @@ from sthinge.io._atomic import atomic_write
 from sthinge.io._cellfm import load_cellfm, save_cellfm
 from sthinge.io._hest import read_hest
 from sthinge.io._mindspore import inspect_mindspore_ckpt, read_mindspore_ckpt, write_mindspore_ckpt
+from sthinge.io._scgpt import load_scgpt
 from sthinge.io._slide import read_slide
 from sthinge.io._torch import atomic_save, safe_torch_load
 
@@ -19,6 +20,7 @@ __all__ = [
     "atomic_write",
     "inspect_mindspore_ckpt",
     "load_cellfm",
+    "load_scgpt",
     "read_hest",
     "read_mindspore_ckpt",
     "read_slide",

@@ -1,7 +1,7 @@
-"""Pure-torch models of sthinge: CellFM, HINGE (SoftAdaLN), the masked-diffusion schedule and the sampler.
+"""Pure-torch models of sthinge: CellFM, scGPT, HINGE (SoftAdaLN), the masked-diffusion schedule and the sampler.
 
-Nothing here imports AnnData, scanpy or the rest of sthinge, except :func:`load_cellfm`, which lives in
-:mod:`sthinge.io` and is imported lazily on first access.
+Nothing here imports AnnData, scanpy or the rest of sthinge, except :func:`load_cellfm` and :func:`load_scgpt`,
+which live in :mod:`sthinge.io` and are imported lazily on first access.
 """
 
 from __future__ import annotations
@@ -23,22 +23,27 @@ from sthinge.models.diffusion import MaskSchedule, calibrate, fill_values, train
 from sthinge.models.hinge import Hinge, HingeConfig, load_official_hinge
 from sthinge.models.likelihood import beta_nll, censored_gaussian_moments, gaussian_crps
 from sthinge.models.sampler import auto_batch_size, sample, sample_reference
+from sthinge.models.scgpt import SCGPT_PRESETS, WHOLE_HUMAN_VOCAB_SIZE, ScGPT, ScGPTConfig
 from sthinge.models.softadaln import ConcatCondition, SoftAdaLN, SoftNorm, SumCondition, timestep_embedding
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sthinge.io import load_cellfm
+    from sthinge.io import load_cellfm, load_scgpt
 
 __all__ = [
     "NUMERICS",
     "PRESETS",
+    "SCGPT_PRESETS",
     "VOCAB_SIZE_80M",
     "VOCAB_SIZE_800M",
+    "WHOLE_HUMAN_VOCAB_SIZE",
     "CellFM",
     "CellFMConfig",
     "ConcatCondition",
     "Hinge",
     "HingeConfig",
     "MaskSchedule",
+    "ScGPT",
+    "ScGPTConfig",
     "SoftAdaLN",
     "SoftNorm",
     "SumCondition",
@@ -50,6 +55,7 @@ __all__ = [
     "gaussian_crps",
     "load_cellfm",
     "load_official_hinge",
+    "load_scgpt",
     "masked_value_loss",
     "pretraining_masks",
     "sample",
@@ -59,14 +65,17 @@ __all__ = [
 ]
 
 
+_LAZY = {"load_cellfm": "sthinge.io._cellfm", "load_scgpt": "sthinge.io._scgpt"}
+
+
 def __getattr__(name: str) -> Any:
-    # load_cellfm is written in sthinge.io (which imports this package): resolve it on first use, no cycle
-    if name == "load_cellfm":
+    # the loaders are written in sthinge.io (which imports this package): resolve them on first use, no cycle
+    if name in _LAZY:
         try:
-            module = importlib.import_module("sthinge.io._cellfm")
+            module = importlib.import_module(_LAZY[name])
         except ModuleNotFoundError as err:  # pragma: no cover - depends on the io package
-            if err.name not in ("sthinge.io", "sthinge.io._cellfm"):
+            if err.name not in ("sthinge.io", _LAZY[name]):
                 raise
-            raise AttributeError("load_cellfm is not available: sthinge.io._cellfm is missing") from err
-        return module.load_cellfm
+            raise AttributeError(f"{name} is not available: {_LAZY[name]} is missing") from err
+        return getattr(module, name)
     raise AttributeError(f"module 'sthinge.models' has no attribute {name!r}")

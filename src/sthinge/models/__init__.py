@@ -21,6 +21,7 @@ from sthinge.models.cellfm import (
 )
 from sthinge.models.diffusion import MaskSchedule, calibrate, fill_values, training_loss
 from sthinge.models.hinge import Hinge, HingeConfig, load_official_hinge
+from sthinge.models.hinge_scgpt import HingeScGPT
 from sthinge.models.likelihood import beta_nll, censored_gaussian_moments, gaussian_crps
 from sthinge.models.sampler import auto_batch_size, sample, sample_reference
 from sthinge.models.scgpt import SCGPT_PRESETS, WHOLE_HUMAN_VOCAB_SIZE, ScGPT, ScGPTConfig
@@ -41,6 +42,7 @@ __all__ = [
     "ConcatCondition",
     "Hinge",
     "HingeConfig",
+    "HingeScGPT",
     "MaskSchedule",
     "ScGPT",
     "ScGPTConfig",

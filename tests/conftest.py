@@ -126,3 +126,19 @@ def sthinge_log(caplog):
         yield caplog
     finally:
         logger.removeHandler(caplog.handler)
+
+
+@pytest.fixture(scope="session")
+def tiny_fit_kw() -> dict:
+    """``tl.fit`` keywords of the end-to-end tests: one epoch of the tiny preset, calibrated on two samples of two
+    steps (predict with ``n_steps=2, n_samples=2`` to match)."""
+    return dict(
+        backbone="tiny",
+        max_epochs=1,
+        min_epochs=0,
+        batch_size=16,
+        curriculum_epochs=1,
+        val_metric="loss",
+        calibration_samples=2,
+        calibration_steps=2,
+    )

@@ -46,22 +46,11 @@ def _green(sdata, table_key, *, tile_um, input_size, key="green"):
     return table.obsm[key][:, 0], table.uns[key]
 
 
-def _fit_predict(sdata, table_key):
+def _fit_predict(sdata, table_key, fit_kw):
     st.pp.normalize(sdata, table_key=table_key)
     st.pp.select_genes(sdata, table_key=table_key, n_top=len(GENES), vocab="cellfm-80m")
     st.pp.embed_histology(sdata, table_key=table_key, tile_size_um=32, batch_size=64)
-    model = st.tl.fit(
-        sdata,
-        table_key=table_key,
-        backbone="tiny",
-        max_epochs=1,
-        min_epochs=0,
-        batch_size=16,
-        curriculum_epochs=1,
-        val_metric="loss",
-        calibration_samples=2,
-        calibration_steps=2,
-    )
+    model = st.tl.fit(sdata, table_key=table_key, **fit_kw)
     st.tl.predict(sdata, model, table_key=table_key, n_steps=2, n_samples=2)
     pred, table = sdata.tables[K.PRED_KEY], sdata.tables[table_key]
     assert pred.shape == (table.n_obs, len(model.genes)) and len(model.genes) >= 20
@@ -98,9 +87,9 @@ def test_visium_markers_under_their_spots(visium, input_size, level):
     assert green[marked].min() > 0.5 and green[~marked].max() < 0.1
 
 
-def test_visium_fit_predict(visium):
+def test_visium_fit_predict(visium, tiny_fit_kw):
     _, sdata = visium
-    _fit_predict(sdata, "table")
+    _fit_predict(sdata, "table", tiny_fit_kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -161,10 +150,10 @@ def test_visium_hd_markers_under_their_squares(visium_hd, input_size, level):
     assert green[marked].min() > 0.5 and green[~marked].max() < 0.1
 
 
-def test_visium_hd_fit_predict_at_32um(visium_hd):
+def test_visium_hd_fit_predict_at_32um(visium_hd, tiny_fit_kw):
     _, sdata = visium_hd
     st.pp.aggregate_bins(sdata, 32, key_added="b32")
-    _fit_predict(sdata, "b32_table")
+    _fit_predict(sdata, "b32_table", tiny_fit_kw)
 
 
 def test_visium_hd_bin_size_not_a_multiple(visium_hd):
@@ -232,6 +221,6 @@ def test_xenium_markers_under_their_spots(xenium, input_size, level):
     assert far.any() and green[far].max() < 0.1
 
 
-def test_xenium_fit_predict(xenium):
+def test_xenium_fit_predict(xenium, tiny_fit_kw):
     _, sdata = xenium
-    _fit_predict(sdata, "he_cells_40um_table")
+    _fit_predict(sdata, "he_cells_40um_table", tiny_fit_kw)

@@ -147,7 +147,7 @@ def test_bins_follow_a_rotated_grid():
     np.testing.assert_allclose(shapes.geometry.area.to_numpy(), 64.0**2)
 
 
-def test_bins_end_to_end(one_thread):
+def test_bins_end_to_end(one_thread, tiny_fit_kw):
     sdata = _hd(n=24)
     st.pp.aggregate_bins(sdata, 32)
     key = "HD1_bins_32um_table"
@@ -157,18 +157,7 @@ def test_bins_end_to_end(one_thread):
     table = sdata.tables[key]
     assert table.uns["X_he-stats"]["image"] == {"HD1": "HD1_full_image"}
     assert table.uns["X_he-stats"]["mpp"]["HD1"] == pytest.approx(0.5)
-    model = st.tl.fit(
-        sdata,
-        table_key=key,
-        backbone="tiny",
-        max_epochs=1,
-        min_epochs=0,
-        batch_size=8,
-        curriculum_epochs=1,
-        val_metric="loss",
-        calibration_samples=2,
-        calibration_steps=2,
-    )
+    model = st.tl.fit(sdata, table_key=key, **{**tiny_fit_kw, "batch_size": 8})
     st.tl.predict(sdata, model, table_key=key, n_steps=2, n_samples=2)
     assert sdata.tables[K.PRED_KEY].shape == (table.n_obs, len(model.genes))
 

@@ -47,7 +47,7 @@ def _write_slide(path: Path, size: int, seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory, quiet):
+def cohort(tmp_path_factory, quiet, tiny_fit_kw):
     root = tmp_path_factory.mktemp("cohort")
     slides = root / "slides"
     slides.mkdir()
@@ -63,17 +63,7 @@ def cohort(tmp_path_factory, quiet):
     st.pp.normalize(sdata)
     st.pp.select_genes(sdata, n_top=16, vocab="cellfm-80m")
     st.pp.embed_histology(sdata)
-    model = st.tl.fit(
-        sdata,
-        backbone="tiny",
-        max_epochs=1,
-        min_epochs=0,
-        batch_size=16,
-        curriculum_epochs=1,
-        val_metric="loss",
-        calibration_samples=2,
-        calibration_steps=2,
-    )
+    model = st.tl.fit(sdata, **tiny_fit_kw)
     model_dir = model.save(root / "model")
     single = root / "single"
     summary = st.tl.predict_cohort(manifest, model_dir, single, **RUN_KW)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sthinge.models import MaskSchedule, calibrate, fill_values, training_loss
+from sthinge.models import HingeConfig, MaskSchedule, calibrate, fill_values, training_loss
 
 
 def test_poly_auto_exponent_and_counts_match_the_official_scheduler():
@@ -156,3 +156,63 @@ def test_training_loss_decreases_when_the_condition_determines_expression(make_h
         opt.step()
     after = held_out_loss()
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize(("n_genes", "n_steps"), [(200, 50), (1, 1), (7, 3), (50, 50), (30, 1000)])
+def test_cosine_schedule_endpoints_and_counts(n_genes, n_steps):
+    s = MaskSchedule(n_genes, n_steps, kind="cosine")
+    ab = s.alpha_bar_table
+    assert s.exponent is None  # not a power law
+    assert ab[0].item() == 1.0 and ab[-1].item() == 0.0  # exactly, so s_T = G
+    assert torch.all(ab[1:] < ab[:-1])
+    for t in range(1, n_steps):
+        assert ab[t].item() == pytest.approx(math.cos(math.pi / 2 * t / n_steps), abs=1e-15)
+    table = s.n_masked_table
+    assert table[0] == 0 and table[-1] == n_genes and len(table) == n_steps + 1
+    assert all(a <= b for a, b in zip(table, table[1:]))  # monotone
+    assert 1 <= s.t_cap() <= n_steps
+    assert s.pi(torch.tensor([n_steps])).item() == pytest.approx(ab[-2].item())  # (ᾱ_{T−1} − 0)/(1 − 0)
+
+
+def test_cosine_schedule_differs_from_the_power_laws_and_comes_from_the_config():
+    s = MaskSchedule(200, 50, kind="cosine")
+    assert s.n_masked_table[25] == math.floor((1 - math.cos(math.pi / 4)) * 200) == 58
+    assert s.n_masked_table[25] != MaskSchedule(200, 50, kind="linear").n_masked_table[25]
+    assert s.n_masked_table[25] != MaskSchedule(200, 50).n_masked_table[25]
+    config = HingeConfig(n_genes=200, schedule="cosine")
+    assert MaskSchedule.from_config(config) == s
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    n_genes=st.integers(1, 60),
+    n_steps=st.integers(1, 60),
+    masking=st.sampled_from(["exact", "bernoulli"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_cosine_schedule_gives_nested_masks(n_genes, n_steps, masking, seed):
+    s = MaskSchedule(n_genes, n_steps, kind="cosine", masking=masking)
+    tau = s.reveal_times(4, generator=torch.Generator().manual_seed(seed))
+    assert tau.min() >= 1 and tau.max() <= n_steps
+    for t in range(1, n_steps + 1):
+        visible, next_visible = s.masks(torch.full((4,), t), tau)
+        assert torch.all(next_visible >= visible)
+        if masking == "exact":
+            assert torch.all((1 - visible).sum(1) == s.n_masked_table[t])
+    visible_T, _ = s.masks(torch.full((4,), n_steps), tau)
+    assert torch.all(visible_T == 0)
+
+
+def test_a_tiny_hinge_trains_a_step_with_the_cosine_schedule(make_hinge):
+    torch.manual_seed(0)
+    model = make_hinge(n_genes=12, cond_dim=6, n_steps=10, schedule="cosine")
+    x0, cond = torch.rand(8, 12) * 3, torch.randn(8, 6)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    loss = training_loss(model, x0, cond, generator=torch.Generator().manual_seed(0), loss_weight="masked")
+    assert torch.isfinite(loss) and loss.item() > 0
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, params))

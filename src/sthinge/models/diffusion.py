@@ -2,7 +2,8 @@
 
 Visibility schedule ᾱ_t = (1 − t/T)^ζ, t = 0..T. The exponent is the official ``poly_auto``
 ζ = log_T(G / K_tail) clipped to [1.05, 4] (K_tail = 1: the first reverse step reveals one gene), a fixed ζ
-(``kind="poly"``) or linear (ζ = 1).
+(``kind="poly"``) or linear (ζ = 1). ``kind="cosine"`` is the "Cosine" row of the paper's Table S4,
+ᾱ_t = cos(π/2 · t/T) with ᾱ_T = 0 exactly; the paper does not print its formula, so this one is sthinge's reading.
 
 Masks are represented by one *reveal time* τ_g ∈ {1..T} per gene: gene g is masked at step t iff t ≥ τ_g,
 so m_t = [τ > t], masks are nested in t by construction, and the genes revealed by the reverse step
@@ -29,11 +30,12 @@ from torch import Tensor
 from sthinge.models.likelihood import beta_nll, gaussian_crps
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sthinge.models.gaussian_diffusion import GaussianSchedule
     from sthinge.models.hinge import Hinge, HingeConfig
 
 __all__ = ["MaskSchedule", "calibrate", "fill_values", "training_loss"]
 
-_KINDS = ("poly_auto", "poly", "linear")
+_KINDS = ("poly_auto", "poly", "linear", "cosine")
 _MASKINGS = ("exact", "bernoulli")
 _FILLS = ("gauss", "zero")
 _LOSS_WEIGHTS = ("revealed", "pi_t", "masked")
@@ -58,7 +60,9 @@ class MaskSchedule:
     n_steps
         Number of steps T.
     kind
-        ``"poly_auto"`` (official default), ``"poly"`` (fixed ``zeta``) or ``"linear"`` (ζ = 1).
+        ``"poly_auto"`` (official default), ``"poly"`` (fixed ``zeta``), ``"linear"`` (ζ = 1) or ``"cosine"``
+        (ᾱ_t = cos(π/2 · t/T), ᾱ_T = 0 exactly: the "Cosine" row of the paper's Table S4; the paper does not print
+        the formula, this is sthinge's reading).
     zeta
         Exponent for ``kind="poly"``.
     k_tail
@@ -96,8 +100,10 @@ class MaskSchedule:
         return cls(config.n_genes, config.n_steps, config.schedule, config.zeta, config.k_tail, config.masking)
 
     @cached_property
-    def exponent(self) -> float:
-        """ζ of ᾱ_t = (1 − t/T)^ζ."""
+    def exponent(self) -> float | None:
+        """ζ of the power law ᾱ_t = (1 − t/T)^ζ; None for ``kind="cosine"``, which is not a power law."""
+        if self.kind == "cosine":
+            return None
         if self.kind == "linear":
             return 1.0
         if self.kind == "poly":
@@ -108,8 +114,12 @@ class MaskSchedule:
 
     @cached_property
     def alpha_bar_table(self) -> Tensor:
-        """(T+1,) float64 ᾱ_t for t = 0..T."""
+        """(T+1,) float64 ᾱ_t for t = 0..T (ᾱ_0 = 1, ᾱ_T = 0)."""
         t = torch.arange(self.n_steps + 1, dtype=torch.float64)
+        if self.kind == "cosine":
+            ab = torch.cos(0.5 * math.pi * t / self.n_steps)
+            ab[-1] = 0.0  # cos(π/2) is 6e-17 in float64, which would leave ⌊(1 − ᾱ_T)·G⌋ one gene short of G
+            return ab
         return (1 - t / self.n_steps) ** self.exponent
 
     @cached_property
@@ -230,7 +240,7 @@ def training_loss(
     model: Hinge,
     x0: Tensor,
     cond: Tensor,
-    schedule: MaskSchedule | None = None,
+    schedule: MaskSchedule | GaussianSchedule | None = None,
     *,
     generator: torch.Generator | None = None,
     t_max: int | None = None,
@@ -249,6 +259,13 @@ def training_loss(
     :func:`~sthinge.models.likelihood.beta_nll`); the genes and weights below are the same. The random draws
     are the same for both likelihoods.
 
+    For a model with ``config.objective == "gauss-diff"`` (the paper's Gauss-Diff ablation) the loss is instead
+    :func:`~sthinge.models.gaussian_diffusion.gaussian_training_loss` (DDPM noising of every gene, squared error of
+    x̂₀ over all genes), drawn with the same ``generator`` and ``t_max``; ``loss_weight``, ``fill`` and
+    ``likelihood_loss`` do not apply to it, and ``schedule`` may then be a
+    :class:`~sthinge.models.gaussian_diffusion.GaussianSchedule` (a :class:`MaskSchedule` only fixes T, which must
+    be the model's).
+
     Parameters
     ----------
     model
@@ -261,7 +278,7 @@ def training_loss(
     schedule
         Masking schedule (default: ``MaskSchedule.from_config(model.config)``).
     generator
-        Random generator for t, masks and fill.
+        Random generator for t, masks and fill (for Gauss-Diff: t and the noise).
     t_max
         Largest step drawn: ``schedule.t_cap()`` for the warm-start curriculum, None for T.
     loss_weight
@@ -283,6 +300,12 @@ def training_loss(
     """
     if loss_weight not in _LOSS_WEIGHTS:
         raise ValueError(f"loss_weight must be one of {_LOSS_WEIGHTS}, got {loss_weight!r}")
+    if getattr(model.config, "objective", "mask-diff") == "gauss-diff":
+        # imported here: gaussian_diffusion imports this module
+        from sthinge.models.gaussian_diffusion import as_gaussian_schedule, gaussian_training_loss
+
+        schedule = as_gaussian_schedule(schedule, model.config)
+        return gaussian_training_loss(model, x0, cond, schedule, generator=generator, t_max=t_max)
     gaussian = getattr(model.config, "likelihood", "point") == "gaussian"
     if gaussian:
         likelihood_loss = likelihood_loss or model.config.likelihood_loss

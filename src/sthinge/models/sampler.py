@@ -19,6 +19,14 @@ spread over samples is the model's predictive uncertainty. ``draw=False`` gives 
 The model is called with rows = spots × samples, so the condition path runs once per spot, sample and step
 (never per gene). :func:`sample_reference` is the deliberately plain version (every chosen step, every row,
 float32, no skipping) with the same draws, used to check :func:`sample`.
+
+Gauss-Diff. For a model with ``config.objective == "gauss-diff"`` (the paper's Gaussian-diffusion ablation, see
+:mod:`sthinge.models.gaussian_diffusion`) both samplers run DDPM ancestral sampling instead: x_T ~ N(0, I) for every
+row and gene, then at each chosen step t_k the model (every gene visible) predicts x̂₀ and x_{t_{k+1}} is drawn from
+the posterior q(x_{t_{k+1}} | x_{t_k}, x̂₀) (a jump when the budget K < T skips steps); the last step returns x̂₀.
+The starting noise and each step's noise are drawn for all rows at once on the generator's device, step by step, so
+the same seed gives the same samples for any ``batch_size`` (the loop runs over steps, then over row batches). The
+final samples are clamped at 0, since expression is non-negative log-normalised.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from sthinge.models.diffusion import MaskSchedule, fill_values
+from sthinge.models.gaussian_diffusion import GaussianSchedule, as_gaussian_schedule, gaussian_reverse_step
 from sthinge.models.likelihood import censored_gaussian_moments
 
 __all__ = ["auto_batch_size", "sample", "sample_reference", "sampling_steps"]
@@ -135,6 +144,74 @@ def _resolve_draw(model: nn.Module, draw: bool | None) -> bool:
     return bool(draw)
 
 
+def _is_gauss_diff(model: nn.Module) -> bool:
+    return getattr(model.config, "objective", "mask-diff") == "gauss-diff"
+
+
+def _resolve_gauss(
+    model: nn.Module, cond: Tensor, schedule: MaskSchedule | GaussianSchedule | None, n_samples: int
+) -> GaussianSchedule:
+    if cond.dim() != 2:
+        raise ValueError(f"cond must have shape (n_spots, C), got {tuple(cond.shape)}")
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    return as_gaussian_schedule(schedule, model.config)
+
+
+def _gauss_noise(n_rows: int, n_genes: int, generator: torch.Generator | None) -> Tensor:
+    """(rows, G) standard normal draws for all rows at once, on the generator's device (CPU unless it lives
+    elsewhere): x_T and each step's noise of the Gauss-Diff samplers, in the same order in both."""
+    device = generator.device if generator is not None else "cpu"
+    return fill_values((n_rows, n_genes), "gauss", generator=generator, device=device)
+
+
+def _sample_gauss(
+    model: nn.Module,
+    cond: Tensor,
+    *,
+    schedule: MaskSchedule | GaussianSchedule | None,
+    n_steps: int | None,
+    n_samples: int,
+    batch_size: int | None,
+    generator: torch.Generator | None,
+    return_samples: bool,
+    autocast: torch.dtype | None,
+    progress: bool,
+    draw: bool | None,
+    return_variance: bool,
+) -> tuple[Tensor, ...]:
+    """:func:`sample` for a Gauss-Diff model (DDPM ancestral sampling, see the module docstring)."""
+    schedule = _resolve_gauss(model, cond, schedule, n_samples)
+    _resolve_draw(model, draw)  # a point model: draw=True is refused as for any point model
+    steps = sampling_steps(schedule.n_steps, n_steps)
+    bounds = list(zip(steps, [*steps[1:], 0]))  # (t_k, t_{k+1})
+    device = next(model.parameters()).device
+    n_spots, G = cond.shape[0], model.n_genes
+    n_rows = n_spots * n_samples
+    amp = torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    if batch_size is None:
+        batch_size = auto_batch_size(model, device)
+    batches = list(_batches(n_spots, n_samples, batch_size))
+    x = _gauss_noise(n_rows, G, generator).to(device)  # (R, G) x_T
+    x0_hat = torch.empty_like(x)
+    ones = torch.ones(max((stop - start for start, stop in batches), default=0) * n_samples, G, device=device)
+    for t_k, t_next in _progress(bounds, progress, len(bounds)):
+        for start, stop in batches:
+            rows = slice(start * n_samples, stop * n_samples)
+            n = (stop - start) * n_samples
+            c = cond[start:stop].to(device).repeat_interleave(n_samples, dim=0)  # (r, C)
+            t = torch.full((n,), t_k, dtype=torch.long, device=device)
+            with amp:
+                x0_hat[rows] = model(x[rows], t, ones[:n], ones[:n], c).float()
+        noise = _gauss_noise(n_rows, G, generator).to(device) if t_next > 0 else None
+        x = gaussian_reverse_step(schedule, x, x0_hat, t_k, t_next, noise)
+    out = x.clamp_min(0).view(n_spots, n_samples, G).to(cond.device)
+    mean = out.mean(dim=1)
+    std = out.std(dim=1, correction=0)
+    result = (mean, std, out) if return_samples else (mean, std)
+    return (*result, std**2, mean) if return_variance else result
+
+
 def _predict(model: nn.Module, args: tuple[Tensor, ...], draw: bool) -> tuple[Tensor, Tensor | None]:
     """(μ float32, σ float32) for a drawing sampler, (x̂₀ float32, None) otherwise."""
     if not draw:
@@ -182,7 +259,9 @@ def sample(
     cond
         (n_spots, C) histology features.
     schedule
-        Masking schedule (default: the model's, ``MaskSchedule.from_config(model.config)``).
+        Masking schedule (default: the model's, ``MaskSchedule.from_config(model.config)``). For a Gauss-Diff model
+        (``config.objective == "gauss-diff"``) a :class:`~sthinge.models.gaussian_diffusion.GaussianSchedule`, or
+        None or the model's masking schedule for the model's own noise schedule.
     n_steps
         Step budget K ≤ T (default T: the full ancestral sampler).
     n_samples
@@ -199,7 +278,8 @@ def sample(
         Show a progress bar over spot batches.
     draw
         Write draws max(0, μ + σ ε) into revealed genes (default for ``likelihood="gaussian"`` models) or the
-        predicted mean (``False``; the only choice, and the default, for ``likelihood="point"``).
+        predicted mean (``False``; the only choice, and the default, for ``likelihood="point"``, Gauss-Diff
+        models included).
     return_variance
         Also return the mixture-consistent predictive variance and mean (the last two elements of the result).
 
@@ -221,7 +301,25 @@ def sample(
     mixture_mean
         (n_spots, G) float32, only with ``return_variance``: mean_s m_s, the mean of that mixture. It estimates the
         same predictive mean as ``mean`` without the draws' own noise (equal to ``mean`` for a point model).
+
+        For a Gauss-Diff model the samples are DDPM draws clamped at 0 (see the module docstring), ``variance`` is
+        ``std²`` and ``mixture_mean`` is ``mean``.
     """
+    if _is_gauss_diff(model):
+        return _sample_gauss(
+            model,
+            cond,
+            schedule=schedule,
+            n_steps=n_steps,
+            n_samples=n_samples,
+            batch_size=batch_size,
+            generator=generator,
+            return_samples=return_samples,
+            autocast=autocast,
+            progress=progress,
+            draw=draw,
+            return_variance=return_variance,
+        )
     schedule = _resolve(model, cond, schedule, n_samples)
     draw = _resolve_draw(model, draw)
     steps = sampling_steps(schedule.n_steps, n_steps)
@@ -293,6 +391,10 @@ def sample_reference(
     x̂₀ = f(x_t, t, m_next, m_t, v), x̃₀ = m_t ⊙ x_t + (1 − m_t) ⊙ x̂₀, x_next = m_next ⊙ x̃₀ + (1 − m_next) ⊙ fill.
     When drawing (``likelihood="gaussian"``), x̂₀ is replaced by the draw max(0, μ + σ ε) with the row's ε.
 
+    For a Gauss-Diff model: x_T = N(0, I) noise, then for each chosen step x̂₀ = f(x_t, t, 1, 1, v) and
+    x_next = √ᾱ_next(1 − ᾱ_{t|next})/(1 − ᾱ_t) x̂₀ + √ᾱ_{t|next}(1 − ᾱ_next)/(1 − ᾱ_t) x_t + σ ε, written out here
+    (x̂₀ at the last step), clamped at 0 at the end; the same draws as :func:`sample`.
+
     Parameters
     ----------
     model, cond, schedule, n_steps, n_samples, generator, draw
@@ -302,6 +404,8 @@ def sample_reference(
     -------
     (n_spots, n_samples, G) samples.
     """
+    if _is_gauss_diff(model):
+        return _sample_reference_gauss(model, cond, schedule, n_steps, n_samples, generator, draw)
     schedule = _resolve(model, cond, schedule, n_samples)
     draw = _resolve_draw(model, draw)
     steps = sampling_steps(schedule.n_steps, n_steps)
@@ -324,3 +428,38 @@ def sample_reference(
         x0_tilde = m_t * x + (1 - m_t) * x0_hat
         x = m_next * x0_tilde + (1 - m_next) * noise
     return x.view(n_spots, n_samples, G)
+
+
+def _sample_reference_gauss(
+    model: nn.Module,
+    cond: Tensor,
+    schedule: MaskSchedule | GaussianSchedule | None,
+    n_steps: int | None,
+    n_samples: int,
+    generator: torch.Generator | None,
+    draw: bool | None,
+) -> Tensor:
+    """:func:`sample_reference` for a Gauss-Diff model: every row at once, the posterior written out."""
+    schedule = _resolve_gauss(model, cond, schedule, n_samples)
+    _resolve_draw(model, draw)
+    steps = sampling_steps(schedule.n_steps, n_steps)
+    device = next(model.parameters()).device
+    n_spots, G = cond.shape[0], model.n_genes
+    n_rows = n_spots * n_samples
+    ab = schedule.alpha_bar_table.tolist()
+    c = cond.to(device).repeat_interleave(n_samples, dim=0)
+    ones = torch.ones(n_rows, G, device=device)
+    x = _gauss_noise(n_rows, G, generator).to(device)
+    for k, t_k in enumerate(steps):
+        t_next = steps[k + 1] if k + 1 < len(steps) else 0
+        t = torch.full((n_rows,), t_k, dtype=torch.long, device=device)
+        x0_hat = model(x, t, ones, ones, c).float()
+        if t_next == 0:
+            x = x0_hat
+            continue
+        a_t, a_s = ab[t_k], ab[t_next]
+        a_ts = a_t / a_s
+        mean = math.sqrt(a_s) * (1 - a_ts) / (1 - a_t) * x0_hat + math.sqrt(a_ts) * (1 - a_s) / (1 - a_t) * x
+        std = math.sqrt((1 - a_ts) * (1 - a_s) / (1 - a_t))
+        x = mean + std * _gauss_noise(n_rows, G, generator).to(device)
+    return x.clamp_min(0).view(n_spots, n_samples, G)

@@ -62,6 +62,25 @@ HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
         {"loss_weight": "masked", "config": {"likelihood": "gaussian"}},
         "`masked-loss` with the Gaussian decoder (`tl.fit`'s default since 2026-12-03): mean of 4 drawn samples",
     ),
+    "cosine": (
+        {"loss_weight": "masked", "config": {"likelihood": "gaussian", "schedule": "cosine"}},
+        "the `gaussian` row with the cosine masking schedule (the paper's Table S4)",
+    ),
+    "gauss-diff": (
+        {"loss_weight": "masked", "config": {"objective": "gauss-diff", "likelihood": "point"}},
+        "Gaussian (DDPM) diffusion over all genes on the same frozen backbone and SoftAdaLN, point decoder "
+        "(the paper's Gauss-Diff, Table 3)",
+    ),
+    "hinge-scgpt": (
+        {"loss_weight": "masked", "config": {"likelihood": "gaussian"}},
+        "HINGE on scGPT: the `gaussian` row on a frozen scGPT-shaped stand-in backbone (`scgpt-cpu-small`, "
+        "pre-trained with scGPT's masked-value objective on the same Her2ST sections as the default backbone; "
+        "run with `--backbone` its folder)",
+    ),
+    "scratch-gaussian": (
+        {"config": {"variant": "scratch", "likelihood": "gaussian"}, "loss_weight": "masked"},
+        "Scratch with `tl.fit`'s defaults (masked-gene loss, Gaussian decoder), as the `gaussian` row",
+    ),
     "scratch-masked": (
         {"config": {"variant": "scratch"}, "loss_weight": "masked"},
         "Scratch trained with the masked-gene loss (as `masked-loss`)",

@@ -34,7 +34,16 @@ EXPECTED = {
         "n_trusted_genes",
         "n_trusted_spots",
     },
-    "02_your_own_weights.ipynb": {"embedding_dim", "n_embedded", "backbone_params", "pcc50", "mse"},
+    "02_your_own_weights.ipynb": {
+        "embedding_dim",
+        "n_embedded",
+        "backbone_params",
+        "pcc50",
+        "mse",
+        "scgpt_params",
+        "scgpt_pcc50",
+        "scgpt_mse",
+    },
     "03_he_only_slide.ipynb": {"n_pseudo_spots", "n_genes", "mean_prediction", "mean_std", "mean_width90"},
     "04_whole_slide_to_domains.ipynb": {
         "n_pseudo_spots",

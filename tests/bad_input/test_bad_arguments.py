@@ -336,8 +336,8 @@ def fit_missing_embedding_key(env):
 
 @case(
     KeyError,
-    r"`genes_key` 'sthinge_genes'\) has genes outside the 27855-gene vocabulary of the backbone \(1 "
-    r"gene\(s\) not in the 27855-gene CellFM vocabulary: \['NOTAGENE'\]\); run `pp.select_genes",
+    r"`genes_key` 'sthinge_genes'\) has genes outside the vocabulary of the backbone \(1 of 12 "
+    r"gene\(s\) are not in the 27855-token CellFM vocabulary: \['NOTAGENE'\]\); run `pp.select_genes",
 )
 def fit_panel_outside_backbone_vocabulary(env):
     a = env.adata
@@ -351,12 +351,12 @@ def fit_unknown_backbone_preset(env):
     return env.sdata, _fit(env.sdata, backbone="cellfm-9b")
 
 
-@case(TypeError, r"`backbone` must be a preset name, a CellFM module or a path, got float")
+@case(TypeError, r"`backbone` must be a preset name, a backbone module or a path, got float")
 def fit_backbone_wrong_type(env):
     return env.sdata, _fit(env.sdata, backbone=3.5)
 
 
-@case(FileNotFoundError, r"`weights` file '.*missing\.pt' not found")
+@case(FileNotFoundError, r"`weights` '.*missing\.pt' not found")
 def fit_missing_weights_file(env):
     return env.sdata, _fit(env.sdata, weights=env.tmp / "missing.pt")
 

@@ -269,7 +269,7 @@ def load_symbols_longer_than_gene_ids(env):
 @case(
     ValueError,
     r"model\.pt': field 'symbols' does not match the gene ids 'gg': 2 gene\(s\) differ, e\.g\. gene "
-    r"'[^']+' \(symbol '[^']+'\) has CellFM id \d+ but id \d+ in the file",
+    r"'[^']+' \(symbol '[^']+'\) has id \d+ in the backbone's vocabulary but id \d+ in the file",
 )
 def load_symbols_swapped(env):
     symbols = list(env.model.symbols)
@@ -399,7 +399,11 @@ def load_backbone_for_weights_model(env):
     return env.tmp, _load(env.model_dir, backbone=bfile)
 
 
-@case(IsADirectoryError, r"`backbone` '.*weights' is a folder; pass the backbone file inside it")
+@case(
+    IsADirectoryError,
+    r"`backbone` '.*weights' is a folder but not an scGPT checkpoint folder \(no args\.json\); pass the "
+    r"backbone file inside it",
+)
 def load_backbone_is_a_folder(env):
     folder, _ = _backed_dir(env)
     (env.tmp / "weights").mkdir()

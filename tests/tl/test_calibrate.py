@@ -80,6 +80,9 @@ def test_predict_warns_when_sampling_differs_from_the_calibration(setup, caplog)
     assert "calibrated for other sampling settings" not in caplog.text
     st.tl.predict(sdata, model, sections=["S1"], n_samples=1, n_steps=3, inplace=False)
     assert f"n_samples=1 (calibrated with 4), n_steps=3 (calibrated with {T})" in caplog.text
+    caplog.clear()  # no intervals asked for: the calibration does not apply, nothing to warn about
+    st.tl.predict(sdata, model, sections=["S1"], n_samples=1, n_steps=3, levels=None, inplace=False)
+    assert "calibrated for other sampling settings" not in caplog.text
 
 
 def test_fit_calibrates_with_the_given_steps(setup):

@@ -11,7 +11,7 @@ from sthinge.io._atomic import atomic_write
 from sthinge.io._cellfm import load_cellfm, save_cellfm
 from sthinge.io._hest import read_hest
 from sthinge.io._mindspore import inspect_mindspore_ckpt, read_mindspore_ckpt, write_mindspore_ckpt
-from sthinge.io._scgpt import load_scgpt
+from sthinge.io._scgpt import load_scgpt, save_scgpt
 from sthinge.io._slide import read_slide
 from sthinge.io._torch import atomic_save, safe_torch_load
 
@@ -26,5 +26,6 @@ __all__ = [
     "read_slide",
     "safe_torch_load",
     "save_cellfm",
+    "save_scgpt",
     "write_mindspore_ckpt",
 ]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from sthinge.models.scgpt import ScGPT
 
-__all__ = ["load_scgpt"]
+__all__ = ["load_scgpt", "save_scgpt"]
 
 ARGS_FILE = "args.json"
 VOCAB_FILE = "vocab.json"
@@ -241,4 +241,82 @@ def load_scgpt(
     model.load_state_dict(tensors, strict=True, assign=True)
     if device is not None:
         model = model.to(device)
+    model.vocab = dict(vocab)
     return model.eval(), vocab
+
+
+def save_scgpt(model: ScGPT, folder: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write an :class:`~sthinge.models.scgpt.ScGPT` as a published scGPT checkpoint folder.
+
+    The folder gets ``args.json`` (``embsize``, ``nheads``, ``d_hid``, ``nlayers``, ``dropout``, ``pad_token``,
+    ``input_emb_style="continuous"``, ``pre_norm=false``), ``vocab.json`` (the module's :attr:`~ScGPT.vocab`) and
+    ``best_model.pt`` (the state dict, attention in flash-attn's ``Wqkv`` layout as the released checkpoints have
+    it), so :func:`load_scgpt` and scGPT's own loader read it. The folder is written next to its destination and
+    renamed into place: a crash never leaves a half-written checkpoint.
+
+    Parameters
+    ----------
+    model
+        The backbone; it must have a vocabulary (``model.vocab``) holding ``<pad>``.
+    folder
+        Destination folder.
+    overwrite
+        Replace an existing folder at ``folder``; without it, that is a ``FileExistsError``.
+
+    Returns
+    -------
+    The folder written.
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from sthinge.models.scgpt import PAD_TOKEN
+
+    folder = Path(os.fspath(folder))
+    vocab = model.vocab
+    if not isinstance(vocab, Mapping) or PAD_TOKEN not in vocab:
+        raise ValueError(f"`model` needs a vocabulary with {PAD_TOKEN!r} (`model.vocab`) to be saved as scGPT.")
+    if len(vocab) != model.config.vocab_size:
+        raise ValueError(f"`model.vocab` has {len(vocab)} tokens, the model {model.config.vocab_size}.")
+    if folder.exists() and not overwrite:
+        raise FileExistsError(f"`folder` {str(folder)!r} exists; pass `overwrite=True` to replace it.")
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"`folder` {str(folder)!r} is a file, not a checkpoint folder; it is never replaced.")
+    c = model.config
+    args = {
+        "embsize": c.d_model,
+        "nheads": c.n_heads,
+        "d_hid": c.d_hid,
+        "nlayers": c.n_layers,
+        "dropout": c.dropout,
+        "pad_token": PAD_TOKEN,
+        "input_emb_style": "continuous",
+        "pre_norm": False,
+    }
+    state = {}
+    for k, v in model.state_dict().items():
+        for ours, published in (
+            (".self_attn.in_proj_weight", ".self_attn.Wqkv.weight"),
+            (".self_attn.in_proj_bias", ".self_attn.Wqkv.bias"),
+        ):
+            k = k.replace(ours, published)
+        state[k] = v.detach().cpu().clone()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        (tmp / ARGS_FILE).write_text(json.dumps(args, indent=1))
+        (tmp / VOCAB_FILE).write_text(json.dumps(dict(vocab)))
+        torch.save(state, tmp / WEIGHTS_FILE)
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            folder.rename(old)
+        tmp.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -1,4 +1,5 @@
-"""Pure-torch models of sthinge: CellFM, scGPT, HINGE (SoftAdaLN), the masked-diffusion schedule and the sampler.
+"""Pure-torch models of sthinge: CellFM, scGPT, the backbone contract, HINGE (SoftAdaLN), the masked-diffusion
+schedule, the Gauss-Diff ablation and the sampler.
 
 Nothing here imports AnnData, scanpy or the rest of sthinge, except :func:`load_cellfm` and :func:`load_scgpt`,
 which live in :mod:`sthinge.io` and are imported lazily on first access.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sthinge.models.backbone import BACKBONES, BackboneKind, ExpressionBackbone, backbone_kind, retrofit
 from sthinge.models.cellfm import (
     NUMERICS,
     PRESETS,
@@ -20,6 +22,11 @@ from sthinge.models.cellfm import (
     pretraining_masks,
 )
 from sthinge.models.diffusion import MaskSchedule, calibrate, fill_values, training_loss
+from sthinge.models.gaussian_diffusion import (
+    GaussianSchedule,
+    gaussian_reverse_step,
+    gaussian_training_loss,
+)
 from sthinge.models.hinge import Hinge, HingeConfig, load_official_hinge
 from sthinge.models.hinge_scgpt import HingeScGPT
 from sthinge.models.likelihood import beta_nll, censored_gaussian_moments, gaussian_crps
@@ -31,15 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from sthinge.io import load_cellfm, load_scgpt
 
 __all__ = [
+    "BACKBONES",
     "NUMERICS",
     "PRESETS",
     "SCGPT_PRESETS",
-    "VOCAB_SIZE_80M",
     "VOCAB_SIZE_800M",
+    "VOCAB_SIZE_80M",
     "WHOLE_HUMAN_VOCAB_SIZE",
+    "BackboneKind",
     "CellFM",
     "CellFMConfig",
     "ConcatCondition",
+    "ExpressionBackbone",
+    "GaussianSchedule",
     "Hinge",
     "HingeConfig",
     "HingeScGPT",
@@ -50,16 +61,20 @@ __all__ = [
     "SoftNorm",
     "SumCondition",
     "auto_batch_size",
+    "backbone_kind",
     "beta_nll",
     "calibrate",
     "censored_gaussian_moments",
     "fill_values",
     "gaussian_crps",
+    "gaussian_reverse_step",
+    "gaussian_training_loss",
     "load_cellfm",
     "load_official_hinge",
     "load_scgpt",
     "masked_value_loss",
     "pretraining_masks",
+    "retrofit",
     "sample",
     "sample_reference",
     "timestep_embedding",

@@ -393,6 +393,53 @@ class CellFM(nn.Module):
         """Residual scale α = (2N)^¼ of the configured depth."""
         return self.config.alpha
 
+    # ---- the backbone contract (:mod:`sthinge.models.backbone`) ------------------------------------------------
+    kind = "cellfm"
+    first_gene_id = 1  # id 0 is padding
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The retention layers (:class:`RetentionLayer`) that HINGE wraps with SoftAdaLN."""
+        return self.encoder
+
+    def decode(self, h: Tensor) -> Tensor:
+        """The value decoder: hidden gene tokens (B, L, D) -> expression (B, L)."""
+        return self.value_dec(h)
+
+    def vocabulary(self) -> tuple[str, ...]:
+        """Gene symbols in id order (the id of ``vocabulary()[i]`` is ``i + 1``): the CellFM vocabulary shipped with
+        sthinge whose size is ``config.vocab_size``.
+
+        Raises
+        ------
+        ValueError
+            If no shipped vocabulary has that size (a backbone built with a made-up ``vocab_size``).
+        """
+        from sthinge._vocab import VOCAB_SIZES, cellfm_vocab  # package data only (no AnnData)
+
+        if self.config.vocab_size not in VOCAB_SIZES:
+            raise ValueError(
+                f"this CellFM has vocab_size={self.config.vocab_size}; only the shipped CellFM vocabularies "
+                f"{VOCAB_SIZES} have gene symbols"
+            )
+        return cellfm_vocab(self.config.vocab_size)
+
+    def gene_ids(self, symbols) -> list[int]:
+        """Ids of gene ``symbols`` in the backbone's vocabulary.
+
+        Raises
+        ------
+        KeyError
+            Naming the symbols that are not in the vocabulary (the first few) and how many there are.
+        """
+        return _lookup(self.vocabulary(), symbols, self.first_gene_id, "CellFM")
+
+    def pretraining_loss(
+        self, gene_ids: Tensor, values: Tensor, pad: Tensor, *, mask_ratio: float, generator: torch.Generator | None
+    ) -> Tensor:
+        """CellFM's own pre-training objective on (B, L) ids, values and pad flags: :func:`masked_value_loss`."""
+        return masked_value_loss(self, gene_ids, values, pad, mask_ratio=mask_ratio, generator=generator)
+
     def embed_genes(self, gene_ids: Tensor) -> Tensor:
         """Gene-table lookup: ids (...) -> (..., D)."""
         return F.embedding(gene_ids, self.gene_emb)
@@ -456,6 +503,20 @@ class CellFM(nn.Module):
     def cellwise(self, gene_ids: Tensor, cls: Tensor) -> Tensor:
         """Cell-wise predictions ⟨σ(W_map E[g]), h_CLS⟩: ids (B, L), CLS (B, D) -> (B, L)."""
         return self.cellwise_dec(self.embed_genes(gene_ids), cls)
+
+
+def _lookup(vocabulary, symbols, first_id: int, what: str) -> list[int]:
+    """Ids of ``symbols`` in ``vocabulary`` (symbols in id order, the first with id ``first_id``); a KeyError names
+    the symbols that are missing."""
+    index = {g: i + first_id for i, g in enumerate(vocabulary)}
+    symbols = list(symbols)
+    missing = [g for g in symbols if g not in index]
+    if missing:
+        raise KeyError(
+            f"{len(missing)} of {len(symbols)} gene(s) are not in the {len(index)}-token {what} vocabulary: "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
+    return [index[g] for g in symbols]
 
 
 def pretraining_masks(

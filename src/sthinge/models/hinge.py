@@ -85,10 +85,11 @@ _CHOICES = {
     "mask_fill": ("gauss", "zero"),
     "init": ("official", "exact-identity"),
     "variant": VARIANTS,
-    "schedule": ("poly_auto", "poly", "linear"),
+    "schedule": ("poly_auto", "poly", "linear", "cosine"),
     "masking": ("exact", "bernoulli"),
     "likelihood": ("point", "gaussian"),
     "likelihood_loss": ("crps", "beta_nll"),
+    "objective": ("mask-diff", "gauss-diff"),
 }
 
 
@@ -120,7 +121,8 @@ class HingeConfig:
         Size of the sinusoidal time embedding.
     schedule, zeta, k_tail, masking
         The masking schedule the model is trained and sampled with; see
-        :class:`sthinge.models.diffusion.MaskSchedule`.
+        :class:`sthinge.models.diffusion.MaskSchedule` (``schedule="cosine"`` is the "Cosine" row of the paper's
+        Table S4, ᾱ_t = cos(π/2 · t/T) in sthinge's reading).
     likelihood
         ``"point"`` (default; the paper's and official model: the decoder predicts x̂₀, the loss is the squared error
         and the sampler writes x̂₀ into revealed genes) or ``"gaussian"`` (an extra head predicts a per-gene σ; the
@@ -130,6 +132,12 @@ class HingeConfig:
         Scoring rule of ``likelihood="gaussian"``: ``"crps"`` (default; closed-form CRPS of the Gaussian censored at
         0, the distribution the sampler draws from) or ``"beta_nll"`` (β-NLL, β = 0.5, Seitzer et al. 2022). Not
         used by ``"point"``. Chosen by ``benchmarks/bench_likelihood.py``.
+    objective
+        ``"mask-diff"`` (default; HINGE's masked diffusion over genes) or ``"gauss-diff"`` (the paper's Gauss-Diff
+        ablation, Table 3: DDPM Gaussian diffusion over all genes with x̂₀-prediction on the same architecture, the
+        cosine noise schedule of Nichol & Dhariwal over ``n_steps``; see :mod:`sthinge.models.gaussian_diffusion`).
+        ``"gauss-diff"`` needs ``likelihood="point"``; the masking fields (``schedule``, ``zeta``, ``k_tail``,
+        ``masking``, ``mask_fill``) do not apply to it.
     """
 
     n_genes: int
@@ -149,6 +157,7 @@ class HingeConfig:
     masking: str = "exact"
     likelihood: str = "point"
     likelihood_loss: str = "crps"
+    objective: str = "mask-diff"
 
     def __post_init__(self) -> None:
         for field, allowed in _CHOICES.items():
@@ -158,6 +167,11 @@ class HingeConfig:
             raise ValueError("n_genes, cond_dim and n_steps must be positive")
         if self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.objective == "gauss-diff" and self.likelihood != "point":
+            raise ValueError(
+                f"objective='gauss-diff' needs likelihood='point' (its decoder predicts x̂₀), got "
+                f"likelihood={self.likelihood!r}"
+            )
 
     @property
     def modulation_init(self) -> str:
@@ -362,6 +376,11 @@ class Hinge(nn.Module):
             if trainable_backbone == "all" or (trainable_backbone == "decoder" and id(p) in decoder):
                 frozen = False
             p.requires_grad_(not frozen)
+
+    @classmethod
+    def from_state(cls, backbone: CellFM, state: dict[str, Tensor], config: HingeConfig) -> Hinge:
+        """A module to load ``state`` (a ``state_dict`` of this class) into: the panel from its buffer ``gg``."""
+        return cls(backbone, state["gg"], config)
 
     @property
     def n_genes(self) -> int:

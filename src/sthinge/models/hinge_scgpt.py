@@ -25,12 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from sthinge.models.hinge import HingeConfig
-from sthinge.models.scgpt import ScGPT, ScGPTLayer
+from sthinge.models.likelihood import StdHead
+from sthinge.models.scgpt import MASK_VALUE, ScGPT, ScGPTLayer
 from sthinge.models.softadaln import AdaLNModulation, SoftAdaLN, SoftNorm, SumCondition, gated_residual, modulate
 
 __all__ = ["HingeScGPT", "ScGPTHingeBlock", "SCGPT_MASK_VALUE"]
 
-SCGPT_MASK_VALUE = -1.0  # scGPT's mask_value: the input value of a hidden gene in its pre-training
+SCGPT_MASK_VALUE = MASK_VALUE  # scGPT's mask_value: the input value of a hidden gene in its pre-training
 
 
 class ScGPTHingeBlock(nn.Module):
@@ -66,10 +67,12 @@ class HingeScGPT(nn.Module):
         (G,) ids of the panel's genes in the backbone's vocabulary, in the model's gene order.
     config
         A :class:`~sthinge.models.hinge.HingeConfig` (``n_genes`` = G). Used here: ``cond_dim``, ``n_steps``,
-        ``init``, ``dropout``, ``time_dim``, ``variant`` (``"hinge"`` or ``"nosoftnorm"``). The condition is the
-        official sum of time, image and mask embeddings.
+        ``init``, ``dropout``, ``time_dim``, ``variant`` (``"hinge"`` or ``"nosoftnorm"``), ``likelihood`` (with
+        ``"gaussian"`` a σ head reads the decoder's input, as for CellFM) and the diffusion settings. The
+        condition is the official sum of time, image and mask embeddings.
     cls_token_id
-        Id of ``<cls>`` in the backbone's vocabulary.
+        Id of ``<cls>`` in the backbone's vocabulary; default the backbone's (:attr:`ScGPT.cls_token_id`, from its
+        ``vocab``).
 
     Examples
     --------
@@ -81,15 +84,19 @@ class HingeScGPT(nn.Module):
     torch.Size([2, 20])
     """
 
-    def __init__(self, backbone: ScGPT, gene_ids: Tensor, config: HingeConfig, *, cls_token_id: int) -> None:
+    def __init__(
+        self, backbone: ScGPT, gene_ids: Tensor, config: HingeConfig, *, cls_token_id: int | None = None
+    ) -> None:
         super().__init__()
         bc = backbone.config
+        if cls_token_id is None:
+            cls_token_id = backbone.cls_token_id
         gene_ids = torch.as_tensor(gene_ids)
         if gene_ids.dim() != 1 or gene_ids.numel() != config.n_genes:
             raise ValueError(f"gene_ids must have shape ({config.n_genes},), got {tuple(gene_ids.shape)}")
         if gene_ids.is_floating_point():
             raise TypeError("gene_ids must be an integer tensor")
-        if int(gene_ids.min()) < 0 or int(gene_ids.max()) >= bc.vocab_size:
+        if gene_ids.device.type != "meta" and (int(gene_ids.min()) < 0 or int(gene_ids.max()) >= bc.vocab_size):
             raise ValueError(f"gene_ids must lie in 0..{bc.vocab_size - 1} (the backbone's vocabulary)")
         if not 0 <= int(cls_token_id) < bc.vocab_size:
             raise ValueError(f"cls_token_id must lie in 0..{bc.vocab_size - 1}, got {cls_token_id}")
@@ -109,12 +116,24 @@ class HingeScGPT(nn.Module):
             ScGPTHingeBlock(layer, config.dropout * i / N, init, softnorm) for i, layer in enumerate(backbone.blocks)
         )
         self.final_adaln = SoftAdaLN(D, init, softnorm)
+        self.std_head = StdHead(D) if config.likelihood == "gaussian" else None
         self.n_masked_layers = N // 2
 
     @property
     def n_genes(self) -> int:
         """Number of genes G."""
         return self.config.n_genes
+
+    @classmethod
+    def from_state(cls, backbone: ScGPT, state: dict[str, Tensor], config: HingeConfig) -> HingeScGPT:
+        """A module to load ``state`` (a ``state_dict`` of this class) into: panel and ``<cls>`` id from its
+        buffers ``gg`` and ``cls_id``."""
+        return cls(backbone, state["gg"], config, cls_token_id=int(state["cls_id"].reshape(-1)[0]))
+
+    @property
+    def gene_ids(self) -> Tensor:
+        """(G,) ids of the panel in the backbone's vocabulary."""
+        return self.gg
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters with ``requires_grad`` (the backbone's are frozen)."""
@@ -128,9 +147,14 @@ class HingeScGPT(nn.Module):
         values = torch.where(visible.bool(), x_t, torch.full_like(x_t, SCGPT_MASK_VALUE))
         return ids, torch.cat([values.new_zeros(B, 1), values], dim=1)
 
-    def forward(self, x_t: Tensor, t: Tensor, next_visible: Tensor, visible: Tensor, cond: Tensor) -> Tensor:
+    def forward(
+        self, x_t: Tensor, t: Tensor, next_visible: Tensor, visible: Tensor, cond: Tensor, *, return_std: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Predict x̂₀, with the arguments of :meth:`sthinge.models.Hinge.forward`: x_t, t (B,) in 1..T,
-        m_{t−1}, m_t (B, G) and the histology features (B, C) -> (B, G)."""
+        m_{t−1}, m_t (B, G) and the histology features (B, C) -> (B, G); with ``return_std`` (``likelihood=
+        "gaussian"`` only) also σ (B, G)."""
+        if return_std and self.std_head is None:
+            raise ValueError("return_std=True needs a model with likelihood='gaussian' (this one is 'point')")
         if x_t.dim() == 3:
             x_t = x_t.squeeze(1)
         c = self.cond_embed(t, cond, next_visible)
@@ -141,4 +165,7 @@ class HingeScGPT(nn.Module):
         )  # True: hidden key (never <cls>)
         for i, block in enumerate(self.blocks):
             h = block(h, c, hidden if i < self.n_masked_layers else None)
-        return self.backbone.decode(self.final_adaln(h[:, 1:], c))
+        x = self.final_adaln(h[:, 1:], c)
+        if not return_std:
+            return self.backbone.decode(x)
+        return self.backbone.decode(x), self.std_head(x)

@@ -46,6 +46,13 @@ MAX_VALUE = 512.0
 """Upper clamp of scGPT's continuous value encoder (``ContinuousValueEncoder(max_value=512)``, model.py L764, L782;
 ``TransformerModel`` never passes another value, L83)."""
 
+MASK_VALUE = -1.0
+"""scGPT's ``mask_value``: the input value of a hidden gene in its masked-value pre-training."""
+
+PAD_TOKEN, CLS_TOKEN, EOC_TOKEN = "<pad>", "<cls>", "<eoc>"
+SPECIAL_TOKENS = (PAD_TOKEN, CLS_TOKEN, EOC_TOKEN)
+"""scGPT's special tokens, appended after the genes of its vocabularies."""
+
 NORM_EPS = 1e-5
 """Epsilon of every LayerNorm of scGPT (PyTorch's default; see the module docstring)."""
 
@@ -355,6 +362,92 @@ class ScGPT(nn.Module):
         if self.encoder.embedding.weight.is_meta:
             return
         self.encoder.embedding.weight.uniform_(-0.1, 0.1)
+
+    # ---- the backbone contract (:mod:`sthinge.models.backbone`) ------------------------------------------------
+    kind = "scgpt"
+    first_gene_id = 0
+    vocab: dict[str, int] | None = None
+    """Token -> id, special tokens included (``vocab.json``); set by :func:`sthinge.io.load_scgpt` and
+    :func:`sthinge.tl.pretrain_backbone`, ``None`` for a module built from a config alone."""
+
+    def _vocab(self) -> dict[str, int]:
+        if self.vocab is None:
+            raise ValueError(
+                "this scGPT has no vocabulary (`vocab` is None): load it with `sthinge.io.load_scgpt(folder)`, "
+                "which reads the folder's vocab.json, or set `model.vocab` to its token -> id dict"
+            )
+        return self.vocab
+
+    def vocabulary(self) -> tuple[str, ...]:
+        """Tokens in id order (special tokens included)."""
+        vocab = self._vocab()
+        return tuple(sorted(vocab, key=vocab.__getitem__))
+
+    def gene_ids(self, symbols) -> list[int]:
+        """Ids of gene ``symbols`` in the backbone's vocabulary.
+
+        Raises
+        ------
+        KeyError
+            Naming the symbols that are not in the vocabulary (the first few) and how many there are.
+        ValueError
+            If the module has no vocabulary (see :attr:`vocab`).
+        """
+        vocab = self._vocab()
+        symbols = list(symbols)
+        missing = [g for g in symbols if g not in vocab or g in SPECIAL_TOKENS]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} of {len(symbols)} gene(s) are not in the {len(vocab)}-token scGPT vocabulary: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        return [vocab[g] for g in symbols]
+
+    @property
+    def cls_token_id(self) -> int:
+        """Id of ``<cls>`` in the vocabulary."""
+        vocab = self._vocab()
+        if CLS_TOKEN not in vocab:
+            raise ValueError(f"the vocabulary has no {CLS_TOKEN!r} token")
+        return vocab[CLS_TOKEN]
+
+    def pretraining_loss(
+        self, gene_ids: Tensor, values: Tensor, pad: Tensor, *, mask_ratio: float, generator: torch.Generator | None
+    ) -> Tensor:
+        """scGPT's masked value objective (its ``random_mask_value`` + ``masked_mse_loss``), float32.
+
+        In each row, ⌊``mask_ratio``·n⌋ of the n real (non-pad) tokens, at least one, get scGPT's mask value
+        (:data:`MASK_VALUE`, -1) as input; the loss is the mean squared error of the prediction on them. A
+        ``<cls>`` token with value 0 leads each row, as in HINGE; pads are hidden keys.
+
+        Parameters
+        ----------
+        gene_ids, values
+            (B, L) ids (in this vocabulary) and expression (the targets).
+        pad
+            (B, L) 1 / True on padding positions.
+        mask_ratio
+            Fraction of the real tokens hidden.
+        generator
+            Random generator (CPU or on the inputs' device).
+        """
+        pad = pad.bool()
+        B = gene_ids.shape[0]
+        real = ~pad
+        gen_device = generator.device if generator is not None else gene_ids.device
+        noise = torch.rand(pad.shape, generator=generator, device=gen_device).to(gene_ids.device)
+        noise = noise.masked_fill(pad, 2.0)
+        rank = noise.argsort(dim=1).argsort(dim=1)
+        n_hidden = torch.floor(mask_ratio * real.sum(1, keepdim=True)).clamp_min(1)
+        hidden = (rank < n_hidden) & real
+        inputs = torch.where(hidden, torch.full_like(values, MASK_VALUE), values)
+        cls = torch.full((B, 1), self.cls_token_id, dtype=gene_ids.dtype, device=gene_ids.device)
+        ids = torch.cat([cls, gene_ids], dim=1)
+        inputs = torch.cat([inputs.new_zeros(B, 1), inputs], dim=1)
+        mask = torch.cat([pad.new_zeros(B, 1), pad], dim=1)
+        pred = self(ids, inputs, mask)[:, 1:].float()
+        w = hidden.float()
+        return (w * (pred - values.float()) ** 2).sum() / w.sum().clamp_min(1)
 
     @property
     def blocks(self) -> nn.ModuleList:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -35,10 +37,16 @@ def _resolve_vocab(vocab) -> tuple[tuple[str, ...] | None, str]:
 
     if vocab is None:
         return None, "none"
+    if isinstance(vocab, os.PathLike) or (isinstance(vocab, str) and vocab not in _VOCABS and os.path.exists(vocab)):
+        return _scgpt_vocab(Path(vocab))
+    if hasattr(vocab, "vocabulary") and hasattr(vocab, "gene_ids"):  # a backbone module (the backbone contract)
+        symbols = tuple(g for g in vocab.vocabulary() if not (g.startswith("<") and g.endswith(">")))
+        return symbols, f"{vocab.kind} backbone {vocab.config.name!r} ({len(symbols)} genes)"
     if isinstance(vocab, str | int) and not isinstance(vocab, bool):
         if vocab not in _VOCABS:
             raise ValueError(
-                f"`vocab` must be 'cellfm-80m', 'cellfm-800m', a list of gene symbols or None, got {vocab!r}."
+                "`vocab` must be 'cellfm-80m', 'cellfm-800m', an scGPT checkpoint folder (or its vocab.json), a "
+                f"backbone, a list of gene symbols or None, got {vocab!r}."
             )
         size = _VOCABS[vocab]
         return cellfm_vocab(size), ("cellfm-80m" if size == 27855 else "cellfm-800m")
@@ -48,6 +56,18 @@ def _resolve_vocab(vocab) -> tuple[tuple[str, ...] | None, str]:
             raise ValueError("`vocab` is an empty list of symbols.")
         return symbols, f"user ({len(symbols)} symbols)"
     raise TypeError(f"`vocab` must be a string, a list of gene symbols or None, got {type(vocab).__name__}.")
+
+
+def _scgpt_vocab(path: Path) -> tuple[tuple[str, ...], str]:
+    """The gene tokens of an scGPT checkpoint folder's ``vocab.json`` (or of that file), special tokens left out."""
+    from sthinge.io._scgpt import VOCAB_FILE, _read_vocab
+
+    file = path / VOCAB_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"`vocab` {str(path)!r}: no scGPT vocabulary ({VOCAB_FILE}) there.")
+    tokens = _read_vocab(file)
+    symbols = tuple(g for g in sorted(tokens, key=tokens.__getitem__) if not (g.startswith("<") and g.endswith(">")))
+    return symbols, f"scgpt ({file.parent.name if path.is_dir() else file.name}, {len(symbols)} genes)"
 
 
 def _presence(table: AnnData, matrix, labels: np.ndarray, sections: list[str]) -> tuple[np.ndarray, str]:
@@ -106,7 +126,7 @@ def select_genes(
     *,
     train_sections: Sequence[str] | None = None,
     n_top: int = 300,
-    vocab: str | Sequence[str] | None = "cellfm-80m",
+    vocab: str | os.PathLike | Sequence[str] | None = "cellfm-80m",
     genes: Sequence[str] | None = None,
     layer: str | None = None,
     section_key: str = K.SECTION_KEY,
@@ -143,8 +163,9 @@ def select_genes(
         Size of the mean and variance rankings whose intersection is the panel (so the panel has at most
         ``n_top`` genes).
     vocab
-        ``"cellfm-80m"`` (27,855 genes, default), ``"cellfm-800m"`` (24,078), a list of allowed symbols, or
-        ``None`` for no restriction.
+        ``"cellfm-80m"`` (27,855 genes, default), ``"cellfm-800m"`` (24,078), an scGPT checkpoint folder (or its
+        ``vocab.json``: its gene tokens, special tokens left out), a backbone module (its vocabulary), a list of
+        allowed symbols, or ``None`` for no restriction. Genes outside it are reported the same way for each.
     genes
         An explicit panel (var names, or symbols of ``var[gene_symbols]``) instead of the HMHVG ranking;
         genes outside the vocabulary are dropped with a warning.

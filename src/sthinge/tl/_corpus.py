@@ -235,10 +235,9 @@ def _tokens(gene_ids, values, missing, n_tokens: int | None, generator):
 
 
 def masked_loss(model, gene_ids, values, missing, *, n_tokens, mask_ratio, generator):
-    from sthinge.models.cellfm import masked_value_loss
-
+    """The backbone's own pre-training objective (:meth:`pretraining_loss` of the backbone contract)."""
     ids, vals, pad = _tokens(gene_ids, values, missing, n_tokens, generator)
-    return masked_value_loss(model, ids, vals, pad, mask_ratio=mask_ratio, generator=generator)
+    return model.pretraining_loss(ids, vals, pad, mask_ratio=mask_ratio, generator=generator)
 
 
 def validation_loss(model, gene_ids, batches, *, n_tokens, mask_ratio, seed) -> float:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from anndata import AnnData
     from spatialdata import SpatialData
 
-    from sthinge.models import CellFM, HingeConfig
+    from sthinge.models import CellFM, HingeConfig, ScGPT
     from sthinge.tl._model import HingeModel
 
 _VAL_METRICS = ("mse", "loss")
@@ -71,7 +71,7 @@ def _check_checkpoint_dir(checkpoint_dir, *, resume: bool, overwrite) -> None:
 def fit(
     data: SpatialData | AnnData,
     *,
-    backbone: str | os.PathLike | CellFM = "tiny",
+    backbone: str | os.PathLike | CellFM | ScGPT = "tiny",
     weights: str | os.PathLike | None = None,
     config: dict[str, Any] | HingeConfig | None = None,
     embedding_key: str = K.embedding_key(K.DEFAULT_ENCODER),
@@ -122,14 +122,17 @@ def fit(
         SpatialData or AnnData with normalised expression (``pp.normalize``), a gene panel (``pp.select_genes``)
         and spot embeddings (``pp.embed_histology``).
     backbone
-        A preset name (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``) together with ``weights=``, a
-        :class:`sthinge.models.CellFM`, or the path of a backbone checkpoint (CellFM ``.ckpt``/``.pt`` or one
-        written by sthinge). ``"default"``: sthinge's own offline backbone (:func:`sthinge.tl.default_backbone`,
+        A preset name (``"tiny"``, ``"cellfm-80m"``, ``"cellfm-800m"``; for HINGE on scGPT ``"scgpt-whole-human"``,
+        ``"scgpt-tiny"``) together with ``weights=``, a :class:`sthinge.models.CellFM` or
+        :class:`sthinge.models.ScGPT`, or the path of a backbone checkpoint (CellFM ``.ckpt``/``.pt``, an scGPT
+        checkpoint folder with ``args.json``, ``vocab.json`` and ``best_model.pt``, or one written by
+        :func:`sthinge.tl.pretrain_backbone`). HINGE on scGPT supports the variants ``"hinge"`` and
+        ``"nosoftnorm"``. ``"default"``: sthinge's own offline backbone (:func:`sthinge.tl.default_backbone`,
         pre-trained once on the Her2ST sections of patients other than C and cached; the first call takes 2-3
         minutes on 2 idle CPU cores). A preset without weights is randomly initialised (for tests only; a warning
         says so).
     weights
-        Local weights file of the preset.
+        Local weights of the preset: a CellFM file, or an scGPT checkpoint folder (its shape must be the preset's).
     config
         Model variant: a dict of :class:`sthinge.models.HingeConfig` fields (e.g. ``{"variant": "scratch"}``,
         ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``). Unless it names a
@@ -224,8 +227,7 @@ def fit(
     from torch.utils.data import DataLoader, TensorDataset
 
     from sthinge._settings import settings
-    from sthinge._vocab import cellfm_gene_ids
-    from sthinge.models import Hinge
+    from sthinge.models.backbone import retrofit
     from sthinge.tl._calibrate import calibrate_after_fit
     from sthinge.tl._data import _embedding, _expression, _panel, _panel_symbols, _section_rows
     from sthinge.tl._model import HingeModel, _hinge_config, embedding_recipe_of
@@ -275,12 +277,13 @@ def fit(
         torch.manual_seed(seed)
         net, source = _resolve_backbone(backbone, weights)
     try:
-        gene_ids = cellfm_gene_ids(symbols, net.config.vocab_size)
+        gene_ids = net.gene_ids(symbols)
     except KeyError as err:
         detail = err.args[0] if err.args else ""
         raise KeyError(
-            f"The panel (`genes_key` {genes_key!r}) has genes outside the {net.config.vocab_size}-gene vocabulary of "
-            f"the backbone ({detail}); run `pp.select_genes(data, vocab={net.config.vocab_size})`."
+            f"The panel (`genes_key` {genes_key!r}) has genes outside the vocabulary of the backbone ({detail}); "
+            "run `pp.select_genes(data, vocab=...)` with the backbone's vocabulary (a CellFM vocabulary name such as "
+            "'cellfm-80m', or the scGPT checkpoint folder)."
         ) from None
     hconfig = _hinge_config(config, len(genes), emb.shape[1])
     if calibration_steps is not None:
@@ -315,7 +318,7 @@ def fit(
     import lightning.pytorch as pl
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = Hinge(net, torch.as_tensor(gene_ids, dtype=torch.long), hconfig)
+    module = retrofit(net, gene_ids, hconfig)
     lit = HingeLightning(
         module,
         lr=lr,

@@ -35,7 +35,8 @@ _REQUIRED = ("state_dict", "config", "backbone_config", "var_names", "embedding_
 
 
 def _check_backbone_argument(backbone: Any) -> Path | None:
-    """The ``backbone`` argument of :meth:`HingeModel.load`: None, or an existing file (checked always)."""
+    """The ``backbone`` argument of :meth:`HingeModel.load`: None, or an existing file or scGPT checkpoint folder
+    (checked always)."""
     if backbone is None:
         return None
     if not isinstance(backbone, str | os.PathLike):
@@ -44,7 +45,13 @@ def _check_backbone_argument(backbone: Any) -> Path | None:
     if not bpath.exists():
         raise FileNotFoundError(f"`backbone` {str(bpath)!r} does not exist.")
     if bpath.is_dir():
-        raise IsADirectoryError(f"`backbone` {str(bpath)!r} is a folder; pass the backbone file inside it.")
+        from sthinge.tl._backbone import _family_of_path
+
+        if not _family_of_path(bpath).is_checkpoint(bpath):
+            raise IsADirectoryError(
+                f"`backbone` {str(bpath)!r} is a folder but not an scGPT checkpoint folder (no args.json); pass the "
+                "backbone file inside it."
+            )
     return bpath
 
 
@@ -93,7 +100,8 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     import torch
 
     from sthinge._version import __version__
-    from sthinge.models import CellFMConfig, HingeConfig
+    from sthinge.models import HingeConfig
+    from sthinge.models.backbone import BACKBONES
 
     where = repr(str(file))
     if not isinstance(payload, dict):
@@ -136,8 +144,12 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
         config = HingeConfig(**payload["config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where} holds an invalid model configuration (field 'config'): {err}") from None
+    kind_name = payload.get("backbone_kind", "cellfm")  # files before HINGE on scGPT hold a CellFM
+    if kind_name not in BACKBONES:
+        raise ValueError(f"{where}: field 'backbone_kind' must be one of {sorted(BACKBONES)}, got {kind_name!r}.")
+    kind = BACKBONES[kind_name]
     try:
-        bconfig = CellFMConfig(**payload["backbone_config"])
+        bconfig = kind.make_config(payload["backbone_config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where} holds an invalid model configuration (field 'backbone_config'): {err}") from None
     # ---- where the backbone comes from
@@ -165,9 +177,10 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
         raise ValueError(
             f"{where}: 'state_dict' holds {n_genes} gene ids 'gg', but field 'config' says n_genes={config.n_genes}."
         )
-    if n_genes and (int(gene_ids.min()) < 1 or int(gene_ids.max()) > bconfig.vocab_size):
+    lo, hi = kind.first_gene_id, kind.first_gene_id + bconfig.vocab_size - 1
+    if n_genes and (int(gene_ids.min()) < lo or int(gene_ids.max()) > hi):
         raise ValueError(
-            f"{where}: gene ids 'gg' must lie in 1..{bconfig.vocab_size} (the backbone's vocabulary), "
+            f"{where}: gene ids 'gg' must lie in {lo}..{hi} (the backbone's vocabulary), "
             f"got {int(gene_ids.min())}..{int(gene_ids.max())}."
         )
     var_names = _str_list(payload, "var_names", where)
@@ -190,7 +203,7 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
         raise ValueError(
             f"{where}: field 'symbols' has {len(symbols)} names, but the model has {n_genes} gene ids 'gg'."
         )
-    _check_symbols(symbols, var_names, gene_ids, bconfig.vocab_size, where)
+    _check_symbols(symbols, var_names, gene_ids, kind, bconfig, where)
     # ---- conditioning, and the rest
     cond_mean = _vector(payload, "cond_mean", config.cond_dim, where)
     cond_std = _vector(payload, "cond_std", config.cond_dim, where)
@@ -226,6 +239,7 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     return {
         "state": state,
         "config": config,
+        "backbone_kind": kind,
         "backbone_config": bconfig,
         "backbone": source,
         "var_names": var_names,
@@ -242,23 +256,29 @@ def _read_payload(payload: Any, file: Path) -> dict[str, Any]:
     }
 
 
-def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, vocab_size: int, where: str) -> None:
+def _check_symbols(symbols: list[str], var_names: list[str], gene_ids, kind, bconfig, where: str) -> None:
     """The vocabulary symbol of each gene must have the gene's id in 'gg' (as ``tl.fit`` built it).
 
-    Only for CellFM's vocabularies; symbols outside the vocabulary (a model built by hand) are not checked.
+    Only where the backbone's vocabulary is known without its weights (CellFM's shipped vocabularies; an scGPT
+    vocabulary lives in its checkpoint folder); symbols outside the vocabulary (a model built by hand) are not checked.
     """
-    from sthinge._vocab import VOCAB_SIZES, cellfm_vocab
+    import torch
 
-    if vocab_size not in VOCAB_SIZES:
+    with torch.device("meta"):
+        net = kind.module(bconfig)
+    try:
+        vocabulary = net.vocabulary()
+    except ValueError:
         return
-    index = {g: i + 1 for i, g in enumerate(cellfm_vocab(vocab_size))}
+    index = {g: i + kind.first_gene_id for i, g in enumerate(vocabulary)}
     ids = gene_ids.tolist()
     wrong = [i for i, s in enumerate(symbols) if s in index and index[s] != ids[i]]
     if wrong:
         i = wrong[0]
         raise ValueError(
             f"{where}: field 'symbols' does not match the gene ids 'gg': {len(wrong)} gene(s) differ, e.g. gene "
-            f"{var_names[i]!r} (symbol {symbols[i]!r}) has CellFM id {index[symbols[i]]} but id {ids[i]} in the file."
+            f"{var_names[i]!r} (symbol {symbols[i]!r}) has id {index[symbols[i]]} in the backbone's vocabulary but id "
+            f"{ids[i]} in the file."
         )
 
 
@@ -276,7 +296,9 @@ def _hinge_config(config: Any, n_genes: int, cond_dim: int):
         config = dataclasses.asdict(config)
     if not isinstance(config, dict):
         raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
-    config = {"likelihood": FIT_LIKELIHOOD, **config}  # a HingeConfig given as such keeps its own
+    # a HingeConfig given as such keeps its own; Gauss-Diff is a point model (its sampler draws no values)
+    default = "point" if config.get("objective") == "gauss-diff" else FIT_LIKELIHOOD
+    config = {"likelihood": default, **config}
     fields = {f.name for f in dataclasses.fields(HingeConfig)}
     unknown = sorted(set(config) - fields)
     if unknown:
@@ -413,6 +435,7 @@ class HingeModel:
         from sthinge._utils import _check_output_path, _probe_write
         from sthinge._version import __version__
         from sthinge.io._torch import atomic_save
+        from sthinge.models.backbone import backbone_kind
 
         # ---- every check before any write ---------------------------------------------------------------
         path = _check_output_path("path", path, overwrite=overwrite, kind="folder")
@@ -434,6 +457,7 @@ class HingeModel:
             "format": FORMAT_VERSION,
             "state_dict": {k: v.detach().cpu().clone() for k, v in state.items() if k in keep},
             "config": dataclasses.asdict(self.module.config),
+            "backbone_kind": backbone_kind(self.module).name,
             "backbone_config": dataclasses.asdict(self.module.backbone_config),
             "backbone": dict(self.backbone_source),
             "var_names": list(self.genes),
@@ -473,7 +497,8 @@ class HingeModel:
         path
             The folder written by :meth:`save` (or its ``model.pt``).
         backbone
-            Path of the backbone file, when it moved since training (its sha256 must still match). Only for models
+            Path of the backbone file (an scGPT checkpoint folder for HINGE on scGPT), when it moved since training
+            (its sha256 must still match). Only for models
             whose backbone came from a file; a model that stores its own backbone weights refuses it.
         device
             Where to put the module (default: CPU).
@@ -491,11 +516,10 @@ class HingeModel:
             If the file is not a valid sthinge model (each message names the file and the field), was written by a
             newer sthinge, or if ``backbone`` is given for a model that stores its own backbone weights.
         """
-        import torch
 
         from sthinge._settings import settings
         from sthinge.io import safe_torch_load
-        from sthinge.models import CellFM, Hinge
+        from sthinge.tl._backbone import _family, backbone_digest
 
         dev = settings.resolve_device(device) if device is not None else None  # checked before any work
         if not isinstance(path, str | os.PathLike):
@@ -508,23 +532,21 @@ class HingeModel:
             )
         given = _check_backbone_argument(backbone)
         fields = _read_payload(safe_torch_load(file), file)  # every field checked before anything is built
-        config, bconfig = fields["config"], fields["backbone_config"]
+        config, bconfig, kind = fields["config"], fields["backbone_config"], fields["backbone_kind"]
         source, state = fields["backbone"], fields["state"]
         if source["kind"] == "file":
-            from sthinge.io import load_cellfm
-
             bpath = given if given is not None else Path(source["path"])
             if not bpath.exists():
                 raise FileNotFoundError(
                     f"The model's frozen backbone {str(bpath)!r} is missing; pass `backbone=` with its new location."
                 )
-            digest = _sha256(bpath) if bpath.is_file() else None
+            digest = backbone_digest(bpath) or None
             if digest is not None and source.get("sha256") and digest != source["sha256"]:
                 raise ValueError(
                     f"Backbone file {str(bpath)!r} has sha256 {digest[:12]}..., but the model was trained on "
                     f"{source['sha256'][:12]}...; it is not the same backbone."
                 )
-            net = load_cellfm(bpath, n_heads=bconfig.n_heads)
+            net = _family(kind.name).load(bpath, n_heads=bconfig.n_heads)
             if dataclasses.asdict(net.config) != dataclasses.asdict(bconfig):
                 net = _rebuild(net, bconfig)
             source["path"] = str(bpath)
@@ -534,11 +556,8 @@ class HingeModel:
                     f"`backbone` does not apply: {str(file)!r} stores its own backbone weights, so the argument is "
                     f"not used (it was {str(given)!r}). Call `load` without `backbone=`."
                 )
-            with torch.device("meta"):
-                net = CellFM(bconfig)
-            net = net.to_empty(device="cpu")
-        gene_ids = state["gg"]
-        module = Hinge(net, gene_ids, config)
+            net = kind.empty(bconfig)
+        module = kind.hinge.from_state(net, state, config)
         expected = set(module.state_dict())
         unexpected = sorted(set(state) - expected)
         if unexpected:
@@ -624,12 +643,14 @@ def embedding_recipe_of(table, embedding_key: str) -> dict[str, Any] | None:
 
 
 def _rebuild(net, config):
-    """Rebuild ``net`` with ``config`` (e.g. the numerics profile used in training) and the same weights."""
-    from sthinge.models import CellFM
+    """Rebuild ``net`` with ``config`` (e.g. the numerics profile used in training) and the same weights.
 
-    new = CellFM(config)
-    state = net.state_dict()
-    if net.config.st_tokens and not config.st_tokens:  # HINGE drops the 80M read-depth tokens (see `tl.fit`)
-        state = {k: v for k, v in state.items() if not k.startswith(("ST_emb", "ST_enc"))}
-    new.load_state_dict(state)
+    Weights the new configuration has no place for are left out (HINGE drops CellFM-80M's read-depth tokens, see
+    ``tl.fit``); every weight it has must come from ``net``.
+    """
+    new = type(net)(config)
+    keys = set(new.state_dict())
+    new.load_state_dict({k: v for k, v in net.state_dict().items() if k in keys})
+    if getattr(net, "vocab", None) is not None:
+        new.vocab = net.vocab
     return new

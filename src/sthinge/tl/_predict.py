@@ -186,7 +186,8 @@ def predict(
         store = _check_output_path("store", store, overwrite=overwrite, kind="folder")
         if inplace and not _is_spatialdata(data):
             raise ValueError("`store` with AnnData `data` needs `inplace=False`: `obsm` frames are held in memory.")
-    _warn_calibration_mismatch(model.calibration, n_samples, n_steps or T)
+    if levels:  # the calibration only matters for the intervals
+        _warn_calibration_mismatch(model.calibration, n_samples, n_steps or T)
     if autocast is None:
         autocast = dev.type == "cuda"
 

@@ -1,11 +1,12 @@
-"""``tl.pretrain_backbone``: pre-train a CellFM backbone by masked value modelling on expression-only data.
+"""``tl.pretrain_backbone``: pre-train a CellFM (or scGPT) backbone by masked value modelling on expression-only data.
 
-The real CellFM weights are a gated download. This module trains a backbone of the same architecture and
-checkpoint format from scratch (CellFM's own objective, see Method, :ref:`method-backbone`) on expression that needs no
-images (e.g. Her2ST sections without H&E, or any scRNA-seq table), in the input regime HINGE uses it in:
+The real CellFM and scGPT weights may not be at hand. This module trains a backbone of the same architecture and
+checkpoint format from scratch (the backbone's own objective, see Method, :ref:`method-backbone`) on expression
+that needs no images (e.g. Her2ST sections without H&E, or any scRNA-seq table), in the input regime HINGE uses it in:
 a fixed gene panel whose every gene is a token (zeros included), with genes a section did not measure kept
-out of the inputs and the loss. The checkpoint is written by :func:`sthinge.io.save_cellfm`, so
-:func:`sthinge.io.load_cellfm` and ``tl.fit(backbone=path)`` treat it exactly like real CellFM weights.
+out of the inputs and the loss. The checkpoint is written by :func:`sthinge.io.save_cellfm` (an scGPT one by
+:func:`sthinge.io.save_scgpt`, as a published checkpoint folder), so the loaders and ``tl.fit(backbone=path)`` treat
+it exactly like the real weights.
 The corpus is built in :mod:`sthinge.tl._corpus`, the loop runs in :mod:`sthinge.tl._train`.
 """
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spatialdata import SpatialData
 
     from sthinge.models.cellfm import CellFM, CellFMConfig
+    from sthinge.models.scgpt import ScGPT, ScGPTConfig
 
 _FORMATS = {"pt": ".pt", "ckpt": ".ckpt", "safetensors": ".safetensors"}
 
@@ -44,7 +46,7 @@ _FORMATS = {"pt": ".pt", "ckpt": ".ckpt", "safetensors": ".safetensors"}
 def pretrain_backbone(
     data: AnnData | SpatialData | Sequence[AnnData | SpatialData],
     *,
-    preset: str | CellFMConfig = "tiny",
+    preset: str | CellFMConfig | ScGPTConfig = "tiny",
     genes: Sequence[str] | None = None,
     vocab: str | int = "cellfm-80m",
     layer: str | None = None,
@@ -67,8 +69,8 @@ def pretrain_backbone(
     devices: int | str = "auto",
     precision: str | None = None,
     table_key: str | None = None,
-) -> CellFM:
-    """Pre-train a CellFM backbone from scratch by masked value modelling on expression-only data.
+) -> CellFM | ScGPT:
+    """Pre-train a CellFM (or scGPT) backbone from scratch by masked value modelling on expression-only data.
 
     CellFM's objective (see Method, :ref:`method-backbone`; :func:`sthinge.models.masked_value_loss`): in every spot
     ⌊``mask_ratio``·n⌋ of its n measured tokens are chosen, 80 % of those get their value hidden behind the mask
@@ -88,12 +90,16 @@ def pretrain_backbone(
     preset
         Size of the backbone: a name of :data:`sthinge.models.PRESETS` (``"tiny"``, ...) or of
         :data:`CPU_PRESETS` (``"cpu-small"``), or a :class:`~sthinge.models.cellfm.CellFMConfig`. Configs with
-        CellFM-80M's read-depth tokens are refused.
+        CellFM-80M's read-depth tokens are refused. An scGPT-shaped backbone: ``"scgpt-cpu-small"``
+        (:data:`SCGPT_CPU_PRESETS`), ``"scgpt-tiny"``, ``"scgpt-whole-human"`` or an
+        :class:`~sthinge.models.scgpt.ScGPTConfig`; it is trained with scGPT's masked value objective
+        (:meth:`sthinge.models.ScGPT.pretraining_loss`) on a vocabulary of the ``vocab`` genes plus scGPT's special
+        tokens, and saved as an scGPT checkpoint folder (``args.json``, ``vocab.json``, ``best_model.pt``).
     genes
         The gene panel (symbols; mapped to the vocabulary). Default: the panel ``uns["sthinge_genes"]`` of the
         first table (``pp.select_genes``) if present, else every gene of ``data`` in the vocabulary.
     vocab
-        CellFM vocabulary of the backbone: ``"cellfm-80m"`` (27,855 genes) or ``"cellfm-800m"`` (24,078).
+        Gene vocabulary of the backbone: ``"cellfm-80m"`` (27,855 genes) or ``"cellfm-800m"`` (24,078).
     layer
         Layer of log-normalised expression in every table. Default: the layer written by ``pp.normalize`` if
         present, else ln(1 + CP10k) of the raw counts in ``X`` (library size over all genes of the table),
@@ -126,7 +132,8 @@ def pretrain_backbone(
         Replace an existing file at ``save``; without it, that is an error raised before training. (sthinge's own
         cache, the default ``save``, is always rewritten.)
     format
-        ``"pt"`` (default), ``"ckpt"`` (MindSpore) or ``"safetensors"``; see :func:`sthinge.io.save_cellfm`.
+        ``"pt"`` (default), ``"ckpt"`` (MindSpore) or ``"safetensors"``; see :func:`sthinge.io.save_cellfm`
+        (CellFM only; an scGPT backbone is always a checkpoint folder).
     accelerator, devices, precision
         Passed to :class:`lightning.pytorch.Trainer`; ``precision=None`` picks ``"bf16-mixed"`` on a GPU that
         supports it, else ``"32-true"``.
@@ -135,7 +142,8 @@ def pretrain_backbone(
 
     Returns
     -------
-    The pre-trained :class:`~sthinge.models.cellfm.CellFM` (CPU, eval mode), with two extra attributes:
+    The pre-trained :class:`~sthinge.models.cellfm.CellFM` or :class:`~sthinge.models.scgpt.ScGPT` (CPU, eval
+    mode), with two extra attributes:
     ``sthinge_path``, the checkpoint written, and ``sthinge_pretrain``, a dict with the panel (``"genes"``),
     the per-epoch ``"history"`` (``train_loss``, ``val_loss``, ``lr``), ``"initial_val_loss"`` and
     ``"final_val_loss"`` (before the first and after the last step, with the same masks), the settings and the
@@ -153,11 +161,9 @@ def pretrain_backbone(
     from torch.utils.data import DataLoader
 
     from sthinge._settings import settings
-    from sthinge._vocab import _vocab_size, cellfm_gene_ids, cellfm_vocab
-    from sthinge.io._cellfm import save_cellfm
-    from sthinge.models.cellfm import CellFM
+    from sthinge._vocab import _vocab_size, cellfm_vocab
     from sthinge.tl import _corpus as C
-    from sthinge.tl._backbone import _resolve_config
+    from sthinge.tl._backbone import _family, _resolve_config
     from sthinge.tl._data import split_rows
     from sthinge.tl._train import PretrainLightning, StepProgress, resolve_precision, run_trainer
 
@@ -191,7 +197,12 @@ def pretrain_backbone(
     symbols = cellfm_vocab(vocab_size)
     maps = [C._var_to_vocab(t, symbols) for t in tables]
     panel = C._choose_panel(tables, genes, symbols, maps)
-    corpus = C._build_corpus(tables, panel, maps, cellfm_gene_ids(panel, vocab_size), layer, section_key, presence_key)
+    import lightning.pytorch as pl
+
+    pl.seed_everything(seed, workers=True, verbose=False)
+    family = _family(config)
+    model = family.new(config, symbols)  # CellFM: the shipped vocabulary; scGPT: a stand-in one over `symbols`
+    corpus = C._build_corpus(tables, panel, maps, model.gene_ids(panel), layer, section_key, presence_key)
     never = int((~corpus.present.any(0)).sum())
     if never:
         logg.warning(f"{never} panel gene(s) are measured in no spot of `data`; their embeddings stay untrained.")
@@ -213,11 +224,7 @@ def pretrain_backbone(
     val_batches = [collate(val_rows[i : i + 256]) for i in range(0, n_val, 256)]
     val_dl = DataLoader(val_rows.tolist(), batch_size=256, collate_fn=collate) if n_val else None
 
-    # ---- module, run ----------------------------------------------------------------------------------
-    import lightning.pytorch as pl
-
-    pl.seed_everything(seed, workers=True, verbose=False)
-    model = CellFM(config)
+    # ---- run ------------------------------------------------------------------------------------------
     lit = PretrainLightning(
         model, corpus.gene_ids, lr=lr, weight_decay=weight_decay, mask_ratio=mask_ratio, n_tokens=n_tokens, seed=seed
     )
@@ -261,11 +268,11 @@ def pretrain_backbone(
     recipe = {"config": dataclasses.asdict(config), "settings": settings_used, "data": corpus.fingerprint()}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
     if save is None:
-        save = settings.cachedir / "backbones" / f"{config.name}-{digest}{_FORMATS[format]}"
+        save = settings.cachedir / "backbones" / f"{config.name}-{digest}{family.suffix(format)}"
     path = Path(save)
     path.parent.mkdir(parents=True, exist_ok=True)
     # checked before training: the cache is rewritten on purpose, a user's `save` only with `overwrite=True`
-    save_cellfm(model, path, format=format, overwrite=True)
+    family.save(model, path, format)
     from sthinge._version import __version__
     from sthinge.io._atomic import atomic_write
 

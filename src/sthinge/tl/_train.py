@@ -259,11 +259,12 @@ class HingeLightning(TrainingModule):
 
 
 class PretrainLightning(TrainingModule):
-    """CellFM masked value modelling: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay per step."""
+    """A backbone's masked value modelling (its ``pretraining_loss``): AdamW (β = 0.9, 0.95, as CellFM), linear
+    warm-up then cosine decay per step. Token tables, CLS and mask tokens, biases and norms are not decayed."""
 
     what = "pre-training"
     val_name = "val_loss"
-    NO_DECAY = ("gene_emb", "cls_token", "zero_emb", "value_enc.mask_emb", "ST_emb")
+    NO_DECAY = ("gene_emb", "cls_token", "zero_emb", "value_enc.mask_emb", "ST_emb", "encoder.embedding.weight")
 
     def __init__(
         self,

@@ -2,7 +2,8 @@
 schedule, the Gauss-Diff ablation and the sampler.
 
 Nothing here imports AnnData, scanpy or the rest of sthinge, except :func:`load_cellfm` and :func:`load_scgpt`,
-which live in :mod:`sthinge.io` and are imported lazily on first access.
+which live in :mod:`sthinge.io` and are imported lazily on first access, and the CellFM vocabularies shipped as
+package data (read by :meth:`CellFM.vocabulary`).
 """
 
 from __future__ import annotations

@@ -179,6 +179,19 @@ class HingeConfig:
         return "random" if self.variant == "noidinit" else self.init
 
 
+def check_gene_ids(gene_ids, n_genes: int, low: int, high: int, note: str = "") -> Tensor:
+    """``gene_ids`` as a tensor, checked: shape (n_genes,), integer, every id in ``low..high`` (not checked on the
+    meta device, where values are unknown)."""
+    gene_ids = torch.as_tensor(gene_ids)
+    if gene_ids.dim() != 1 or gene_ids.numel() != n_genes:
+        raise ValueError(f"gene_ids must have shape ({n_genes},), got {tuple(gene_ids.shape)}")
+    if gene_ids.is_floating_point():
+        raise TypeError("gene_ids must be an integer tensor")
+    if gene_ids.device.type != "meta" and (int(gene_ids.min()) < low or int(gene_ids.max()) > high):
+        raise ValueError(f"gene_ids must lie in {low}..{high}{note}")
+    return gene_ids
+
+
 class LoRALinear(nn.Module):
     """A frozen bias-free Linear plus a low-rank update: y = W x + (α/r) B A x.
 
@@ -326,13 +339,7 @@ class Hinge(nn.Module):
     def __init__(self, backbone: CellFM, gene_ids: Tensor, config: HingeConfig) -> None:
         super().__init__()
         bc = backbone.config
-        gene_ids = torch.as_tensor(gene_ids)
-        if gene_ids.dim() != 1 or gene_ids.numel() != config.n_genes:
-            raise ValueError(f"gene_ids must have shape ({config.n_genes},), got {tuple(gene_ids.shape)}")
-        if gene_ids.is_floating_point():
-            raise TypeError("gene_ids must be an integer tensor")
-        if gene_ids.device.type != "meta" and (int(gene_ids.min()) < 1 or int(gene_ids.max()) > bc.vocab_size):
-            raise ValueError(f"gene_ids must lie in 1..{bc.vocab_size} (0 is padding)")
+        gene_ids = check_gene_ids(gene_ids, config.n_genes, 1, bc.vocab_size, " (0 is padding)")
         if bc.n_prefix != 1:
             raise ValueError("HINGE uses only the CLS token: build the backbone with st_tokens=False")
         self.config = config

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sthinge.models.hinge import HingeConfig
+from sthinge.models.hinge import HingeConfig, check_gene_ids
 from sthinge.models.likelihood import StdHead
 from sthinge.models.scgpt import MASK_VALUE, ScGPT, ScGPTLayer
 from sthinge.models.softadaln import AdaLNModulation, SoftAdaLN, SoftNorm, SumCondition, gated_residual, modulate
@@ -91,13 +91,7 @@ class HingeScGPT(nn.Module):
         bc = backbone.config
         if cls_token_id is None:
             cls_token_id = backbone.cls_token_id
-        gene_ids = torch.as_tensor(gene_ids)
-        if gene_ids.dim() != 1 or gene_ids.numel() != config.n_genes:
-            raise ValueError(f"gene_ids must have shape ({config.n_genes},), got {tuple(gene_ids.shape)}")
-        if gene_ids.is_floating_point():
-            raise TypeError("gene_ids must be an integer tensor")
-        if gene_ids.device.type != "meta" and (int(gene_ids.min()) < 0 or int(gene_ids.max()) >= bc.vocab_size):
-            raise ValueError(f"gene_ids must lie in 0..{bc.vocab_size - 1} (the backbone's vocabulary)")
+        gene_ids = check_gene_ids(gene_ids, config.n_genes, 0, bc.vocab_size - 1, " (the backbone's vocabulary)")
         if not 0 <= int(cls_token_id) < bc.vocab_size:
             raise ValueError(f"cls_token_id must lie in 0..{bc.vocab_size - 1}, got {cls_token_id}")
         if config.variant not in ("hinge", "nosoftnorm"):

@@ -1,6 +1,6 @@
 """The benchmark scripts stay runnable: tiny CPU runs of ``bench_gpu.py`` and ``bench_sampling.py``, and
-``bench_her2st_loso.py --report`` on a small runs file made here (the real runs take hours and are not part of the
-test suite)."""
+``bench_her2st_loso.py --report`` and ``bench_steer.py --report`` on small runs files made here, and the oracle of
+``bench_steer.py`` (the real runs take hours and are not part of the test suite)."""
 
 import json
 import os
@@ -142,3 +142,72 @@ def test_bench_her2st_loso_report(tmp_path):
     wil = next(line for line in text.splitlines() if line.startswith("| hinge | 80 |"))
     assert float(wil.split("|")[5]) < 1e-6  # HINGE better on every gene: tiny p-value
     assert "| 5 | 1 | 0.300 |" in text
+
+
+def _steer_record(method, condition, pcc50, backbone="bb.pt"):
+    hinge = method != "ridge"
+    return {
+        "kind": "steer",
+        "method": method,
+        "base": method,
+        "condition": condition,
+        "fold": "C2",
+        "backbone": backbone if hinge else None,
+        "backbone_kind": "cellfm" if hinge else None,
+        "arch": "4 x 128" if hinge else None,
+        "seed": 0,
+        "max_epochs": 1 if hinge else None,
+        "min_epochs": 1 if hinge else None,
+        "n_steps": 2 if hinge else None,
+        "n_samples": 1 if hinge else None,
+        "metrics": {"pcc50": pcc50, "pcc": pcc50, "mse": 0.5, "mae": 0.5, "ssim": 0.6},
+        "n_panel": 40,
+        "fit_seconds": 2.0,
+        "predict_seconds": 1.0,
+        "wall_seconds": 3.0,
+        "per_gene_pcc": {},
+        "machine": "x86_64 (Linux), 2 CPU cores",
+        "date": "2026-12-04",
+    }
+
+
+def test_bench_steer_report(tmp_path):
+    runs = tmp_path / "runs.jsonl"
+    pccs = {"ridge": 0.6, "scratch": 0.4, "hinge": 0.2}
+    records = [
+        _steer_record(m, c, p + (0.1 if c == "oracle20" else 0.0))
+        for m, p in pccs.items()
+        for c in ("he-stats", "oracle20", "oracle5")
+    ]
+    runs.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "bench.md"
+    res = _run(str(BENCH / "bench_steer.py"), "--report", "--runs", str(runs), "--out", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    assert "<!-- bench_steer:start -->" in text and "<!-- bench_steer:end -->" in text
+    head = next(line for line in text.splitlines() if line.startswith("| backbone |"))
+    assert head.split("|")[4:7] == [" PCC-50 oracle5 ", " PCC-50 oracle20 ", " PCC-50 he-stats "]
+    hinge = next(line for line in text.splitlines() if line.startswith("| bb.pt | 4 x 128 | hinge |"))
+    assert float(hinge.split("|")[5]) == pytest.approx(0.3)
+    assert float(hinge.split("|")[7]) == pytest.approx(0.3 / 0.5, abs=0.01)  # oracle20 over Scratch's
+    ridge = next(line for line in text.splitlines() if line.startswith("| – | – | ridge |"))
+    assert ridge.split("|")[7].strip() == "–"
+
+
+def test_bench_steer_oracle_uses_training_spots_only():
+    import anndata as ad
+
+    sys.path.insert(0, str(BENCH))
+    from bench_steer import _oracle
+
+    from sthinge import _constants as K
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 30)).astype(np.float32)
+    train = np.arange(60) < 40
+    moved = x.copy()
+    moved[~train] += rng.normal(size=(20, 30)).astype(np.float32) * 5  # the held-out spots change
+    scores = [_oracle(ad.AnnData(X=v, layers={K.NORM_LAYER: v}), 3, train) for v in (x, moved)]
+    assert scores[0].shape == (60, 3)
+    np.testing.assert_allclose(scores[0][train], scores[1][train], atol=1e-5)  # fitted on the training rows only
+    assert not np.allclose(scores[0][~train], scores[1][~train])

@@ -157,6 +157,7 @@ def test_cross_validate_ridge_one_row_per_fold_and_data_unchanged():
     details = cv.attrs["details"]
     assert len(details.per_gene) == int(cv["n_panel"].sum())
     assert set(details.per_gene["fold"]) == {"S1", "S2", "S3"} and set(details.panels) == {"S1", "S2", "S3"}
+    assert details.histories == {}  # baselines have no training history
     # a knn run on the same folds compares row by row, and the two concatenate for plotting
     knn = cross_validate(sdata, method="knn", embedding_key=EMB, n_top=12, folds=["S1", "S3"], metrics=["pcc10"])
     assert list(knn.index) == ["S1", "S3"]
@@ -198,6 +199,8 @@ def test_cross_validate_hinge_one_fold(monkeypatch):
     assert _snapshot(sdata) == before
     assert list(cv.index) == ["S3"] and cv.loc["S3", "method"] == "hinge"
     assert np.isfinite(cv.loc["S3", "mse"]) and cv.loc["S3", "coverage90_method"] == "layers"  # conformal, from fit
+    (history,) = cv.attrs["details"].histories.values()  # the fold's training history, one entry per epoch
+    assert len(history) == 1 and {"epoch", "train_loss", "val"} <= set(history[0])
 
 
 def _linear_gaussian_adata(n_sections=6, n_spots=150, n_genes=8, dim=5, noise=0.5, seed=0):

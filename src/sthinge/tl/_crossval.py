@@ -36,10 +36,14 @@ class CrossValidationDetails:
         Per-gene metrics of every fold (columns ``method``, ``fold``, ``section``, ``gene``, ``pcc``, ...).
     panels
         The gene panel of each fold (selected on its training sections).
+    histories
+        For ``method="hinge"``, the training history of each fold's model (:attr:`HingeModel.history`: one dict per
+        epoch with ``epoch``, ``train_loss``, ``val``, ``lr``); empty for the baselines.
     """
 
     per_gene: pd.DataFrame
     panels: dict[str, list[str]] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"CrossValidationDetails(per_gene={self.per_gene.shape[0]} rows, folds={list(self.panels)})"
@@ -197,7 +201,7 @@ def cross_validate(
     for key in [k for k in work.obsm if k not in (embedding_key, K.SPATIAL_KEY)]:
         del work.obsm[key]
 
-    rows, per_gene, panels = [], [], {}
+    rows, per_gene, panels, histories = [], [], {}, {}
     scoring = dict(by=section_key, metrics=metrics, rank_by=rank_by, section_key=section_key)  # the same every fold
     for name, held in plan:
         train = [s for s in use if s not in held]
@@ -251,11 +255,15 @@ def cross_validate(
         genes_df.insert(0, "fold", name)
         genes_df.insert(0, "method", method)
         per_gene.append(genes_df)
+        if method == "hinge":
+            histories[name] = [dict(h) for h in model.history]
         del model
 
     out = pd.concat(rows)
     out.index.name = section_key
     # a holder, not a DataFrame: pandas compares attrs when concatenating, which fails on DataFrame values
-    out.attrs["details"] = CrossValidationDetails(per_gene=pd.concat(per_gene, ignore_index=True), panels=panels)
+    out.attrs["details"] = CrossValidationDetails(
+        per_gene=pd.concat(per_gene, ignore_index=True), panels=panels, histories=histories
+    )
     out.attrs["rank_by"] = rank_by
     return out

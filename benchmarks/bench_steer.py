@@ -59,6 +59,7 @@ METHODS: dict[str, tuple[dict | None, str]] = {
         "`hinge` + LoRA adapters in the backbone (rank 32, alpha 32)",
     ),
     "decoder-tune": ({"variant": "decoder-tune"}, "`hinge` + the backbone's value decoder trained"),
+    "finetune": ({"variant": "finetune"}, "the pre-trained backbone kept and trained with SoftAdaLN (not frozen)"),
 }
 DEFAULT_METHODS = ["ridge", "scratch", "hinge", "lora", "decoder-tune"]
 CONDITIONS = ["oracle5", "oracle20", "oracle50", "he-stats"]

@@ -157,6 +157,12 @@ def test_variants_differ_structurally(make_hinge):
     assert all(p.requires_grad for p in scratch.parameters())
     assert not torch.equal(scratch.retentionblocks[0].attn.q_proj.weight, weight)
 
+    torch.manual_seed(1)
+    backbone = CellFM.from_preset("tiny", n_layers=2, d_model=32, vocab_size=100, n_bins=16)
+    finetune = Hinge(backbone, torch.arange(1, 13), HingeConfig(n_genes=12, cond_dim=6, variant="finetune"))
+    assert all(p.requires_grad for p in finetune.parameters())
+    assert torch.equal(finetune.retentionblocks[0].attn.q_proj.weight, weight)  # the pre-trained weights, kept
+
     tune = make_hinge(variant="decoder-tune")
     assert _param_names(tune, True) == base_trainable | {"final_layer.w1.weight", "final_layer.w2.weight"}
 

@@ -30,6 +30,9 @@ Variants (paper §4.3, chosen at construction; ``forward`` is the same program f
 ----------------------------------------------------------------------------------------
 ``"hinge"``           frozen backbone, trainable SoftAdaLN and condition network.
 ``"scratch"``         the same architecture, backbone re-initialised (CellFM init) and trained.
+``"finetune"``        the same architecture, the pre-trained backbone kept (not re-initialised) and trained with the
+                      rest: full fine-tuning, in neither the paper nor the official code (a measure of what freezing
+                      costs).
 ``"decoder-tune"``    also trains CellFM's value decoder (``final_layer.w1``, ``final_layer.w2``).
 ``"backbone-lora"``   also LoRA adapters (rank ``lora_rank``, scale ``lora_alpha / lora_rank``, B = 0 at start)
                       on every attention (q, k, v, u, o) and FFN (u, v, o) projection.
@@ -79,7 +82,16 @@ from sthinge.models.softadaln import (
 
 __all__ = ["VARIANTS", "FinalLayer", "Hinge", "HingeBlock", "HingeConfig", "LoRALinear", "load_official_hinge"]
 
-VARIANTS = ("hinge", "scratch", "decoder-tune", "backbone-lora", "hist-affine-ln", "nosoftnorm", "noidinit")
+VARIANTS = (
+    "hinge",
+    "scratch",
+    "finetune",
+    "decoder-tune",
+    "backbone-lora",
+    "hist-affine-ln",
+    "nosoftnorm",
+    "noidinit",
+)
 _CHOICES = {
     "condition": ("sum", "concat"),
     "mask_fill": ("gauss", "zero"),
@@ -376,7 +388,7 @@ class Hinge(nn.Module):
         self.n_masked_layers = N // 2  # masked genes are hidden as keys/values in blocks 0..N/2-1 only
         self.len_scale = (config.n_genes + 1e-6) ** -0.5  # ν = 1/√G over all genes
 
-        trainable_backbone = {"scratch": "all", "decoder-tune": "decoder"}.get(config.variant)
+        trainable_backbone = {"scratch": "all", "finetune": "all", "decoder-tune": "decoder"}.get(config.variant)
         decoder = {id(self.final_layer.w1.weight), id(self.final_layer.w2.weight)}
         for p in self.parameters():
             frozen = id(p) in backbone_params

@@ -15,7 +15,7 @@ of averaged samples, recording PCC-50 and the sampling time of each.
 
 Examples
 --------
-    export STHINGE_DATA_DIR=../shared/data
+    export STHINGE_DATA_DIR=/path/to/data  # the folder holding her2st/
     PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods ridge mlp knn hinge
     PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods scratch decoder-tune --folds C2 C3
     PYTHONPATH=src python benchmarks/bench_her2st_loso.py --tradeoff --folds C2
@@ -316,7 +316,7 @@ def report(runs: list[Path], reference: str = "hinge") -> str:
         "the truth's variance (`rank_by='variance'`). Mean ± sd over the folds present.",
         "",
         "```bash",
-        "export STHINGE_DATA_DIR=../shared/data",
+        "export STHINGE_DATA_DIR=/path/to/data  # the folder holding her2st/",
         "PYTHONPATH=src python benchmarks/bench_her2st_loso.py --methods ridge mlp knn hinge scratch decoder-tune "
         "nocurr zerofill noidinit nosoftnorm pi-t masked-loss scratch-masked randfrozen",
         "PYTHONPATH=src python benchmarks/bench_her2st_loso.py --tradeoff",

@@ -20,7 +20,7 @@ writes the table into ``--out`` between ``<!-- bench_steer:start -->`` / ``<!-- 
 
 Examples
 --------
-    export STHINGE_DATA_DIR=../shared/data
+    export STHINGE_DATA_DIR=/path/to/data  # the folder holding her2st/
     PYTHONPATH=src python benchmarks/bench_steer.py --runs steer_a.jsonl                   # all methods, conditions
     PYTHONPATH=src python benchmarks/bench_steer.py --methods ridge hinge --conditions oracle20 --runs steer_b.jsonl
     PYTHONPATH=src python benchmarks/bench_steer.py --methods hinge --backbone <scgpt folder> --runs steer_c.jsonl

@@ -26,7 +26,7 @@ Runs are appended to ``--runs`` (one JSON line each) and skipped when present; `
 
 Examples
 --------
-    export STHINGE_DATA_DIR=../shared/data
+    export STHINGE_DATA_DIR=/path/to/data  # the folder holding her2st/
     PYTHONPATH=src python benchmarks/bench_uncertainty.py --methods ridge hinge-point-val hinge-gaussian-val
     PYTHONPATH=src python benchmarks/bench_uncertainty.py --report --out docs/benchmarks.md
 """

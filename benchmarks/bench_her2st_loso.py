@@ -59,8 +59,29 @@ HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
         "point decoder",
     ),
     "gaussian": (
-        {"loss_weight": "masked", "config": {"likelihood": "gaussian"}},
-        "`masked-loss` with the Gaussian decoder (`tl.fit`'s default since 2026-12-03): mean of 4 drawn samples",
+        {"loss_weight": "masked", "lr": 1e-4, "config": {"likelihood": "gaussian", "modulation": "paper"}},
+        "`masked-loss` with the Gaussian decoder (`tl.fit`'s default from 2026-12-03 to 2026-12-04, lr 1e-4): mean of "
+        "4 drawn samples",
+    ),
+    "hidden": (
+        {"loss_weight": "masked", "lr": None, "config": {"likelihood": "gaussian", "modulation": "hidden"}},
+        "the `gaussian` row with `modulation='hidden'` (the condition also scales the hidden units of every frozen "
+        "feed-forward and of the decoder) and `tl.fit`'s width-scaled learning rate (1e-3 on the 128-wide default "
+        "backbone): `tl.fit`'s defaults since 2026-12-04",
+    ),
+    "paper-lr": (
+        {"loss_weight": "masked", "lr": None, "config": {"likelihood": "gaussian", "modulation": "paper"}},
+        "the `gaussian` row (the paper's SoftAdaLN only) with `tl.fit`'s width-scaled learning rate (1e-3 on the "
+        "default backbone): what the learning rate alone does",
+    ),
+    "scratch-hidden": (
+        {
+            "loss_weight": "masked",
+            "lr": None,
+            "config": {"variant": "scratch", "likelihood": "gaussian", "modulation": "hidden"},
+        },
+        "Scratch with `tl.fit`'s defaults since 2026-12-04 (the `hidden` row's architecture and learning rate, every "
+        "weight random and trained)",
     ),
     "cosine": (
         {"loss_weight": "masked", "config": {"likelihood": "gaussian", "schedule": "cosine"}},
@@ -78,7 +99,11 @@ HINGE_VARIANTS: dict[str, tuple[dict, str]] = {
         "run with `--backbone` its folder)",
     ),
     "scratch-gaussian": (
-        {"config": {"variant": "scratch", "likelihood": "gaussian"}, "loss_weight": "masked"},
+        {
+            "config": {"variant": "scratch", "likelihood": "gaussian", "modulation": "paper"},
+            "loss_weight": "masked",
+            "lr": 1e-4,
+        },
         "Scratch with `tl.fit`'s defaults (masked-gene loss, Gaussian decoder), as the `gaussian` row",
     ),
     "scratch-masked": (
@@ -150,8 +175,14 @@ def _append(runs: Path, record: dict) -> None:
 def _fit_kwargs(method: str, args, backbone) -> dict:
     # the official code's loss for HINGE and its ablations (tl.fit's default until 2026-11-26); the loss variants
     # below override it
+    # and the paper's design and learning rate (tl.fit's defaults until 2026-12-04): rows that use tl.fit's newer
+    # defaults say so with "lr": None and their own "modulation"
     kw = dict(
-        backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs), loss_weight="revealed"
+        backbone=str(backbone),
+        max_epochs=args.max_epochs,
+        min_epochs=min(15, args.max_epochs),
+        loss_weight="revealed",
+        lr=1e-4,
     )
     if method == "randfrozen":  # the default backbone's architecture with CellFM's random initialisation
         import torch
@@ -163,6 +194,7 @@ def _fit_kwargs(method: str, args, backbone) -> dict:
         net.reset_parameters()
         kw["backbone"] = net
     kw.update(HINGE_VARIANTS[method][0])
+    kw["config"] = {"modulation": "paper", **kw.get("config", {})}
     return kw
 
 

@@ -9,10 +9,13 @@ one that cannot stays near its ``he-stats`` result (the real embedding, run besi
 
 Protocol: Her2ST patient C, hold out C2, train on C3–C6 (``tl.cross_validate`` with ``folds=["C2"]``: the panel is
 chosen on the training sections), ``tl.fit``'s defaults otherwise with ``--max-epochs`` 30 (``min_epochs`` 15),
-predicted with K = 10 steps and 4 averaged samples, seed 0. Methods: ``ridge`` on the same condition, and HINGE
-variants on ``--backbone`` (default: ``default_backbone()``, the cached offline stand-in): ``scratch``, ``hinge``
-(frozen), ``hinge-exact``, ``lora``, ``lora32``, ``decoder-tune``. Every record names the backbone file and its
-architecture (layers x width), so one runs file compares backbones.
+predicted with K = 10 steps and 4 averaged samples, seed 0, and ``tl.fit``'s learning rate unless ``--lr`` says
+otherwise. Methods: ``ridge`` on the same condition, and HINGE variants on ``--backbone`` (default:
+``default_backbone()``, the cached offline stand-in): the paper's design (``modulation="paper"``) as ``scratch``,
+``hinge`` (frozen), ``hinge-exact``, ``lora``, ``lora32``, ``decoder-tune``, ``finetune``; ``tl.fit``'s default
+design (``modulation="hidden"``) as ``hidden`` (frozen) and ``scratch-hidden``. Each method is compared with the
+Scratch of its own modulation. Every record names the backbone file and its architecture (layers x width) and
+the learning rate, so one runs file compares backbones and settings.
 
 As in ``bench_her2st_loso.py``, each finished run (one backbone, method and condition) is appended as one JSON line
 to ``--runs`` and skipped when present, so the diagnostic can be split over processes and resumed; ``--report``
@@ -47,21 +50,46 @@ from bench_her2st_loso import SECTIONS, _append, _prepared  # noqa: E402
 
 FOLD = "C2"
 TRAIN = [s for s in SECTIONS if s != FOLD]
-# name -> (HingeConfig fields of tl.fit's `config`, or None for ridge; description)
+# name -> (HingeConfig fields of tl.fit's `config`, or None for ridge; description). The paper's design is named
+# explicitly (`modulation="paper"`), since tl.fit's default is `"hidden"` since 2026-12-04.
+PAPER = {"modulation": "paper"}
 METHODS: dict[str, tuple[dict | None, str]] = {
     "ridge": (None, "ridge regression on the condition (alpha by inner CV, no backbone)"),
-    "scratch": ({"variant": "scratch"}, "the backbone's architecture, every weight random and trained"),
-    "hinge": ({}, "frozen backbone + SoftAdaLN (official init)"),
-    "hinge-exact": ({"init": "exact-identity"}, "`hinge` with the exact-identity SoftAdaLN initialisation"),
-    "lora": ({"variant": "backbone-lora", "lora_rank": 8}, "`hinge` + LoRA adapters in the backbone (rank 8)"),
+    "scratch": ({"variant": "scratch", **PAPER}, "the paper's architecture, every weight random and trained"),
+    "hinge": (dict(PAPER), "frozen backbone + SoftAdaLN (the paper's design, official init)"),
+    "hinge-exact": ({"init": "exact-identity", **PAPER}, "`hinge` with the exact-identity SoftAdaLN initialisation"),
+    "lora": (
+        {"variant": "backbone-lora", "lora_rank": 8, **PAPER},
+        "`hinge` + LoRA adapters in the backbone (rank 8)",
+    ),
     "lora32": (
-        {"variant": "backbone-lora", "lora_rank": 32, "lora_alpha": 32.0},
+        {"variant": "backbone-lora", "lora_rank": 32, "lora_alpha": 32.0, **PAPER},
         "`hinge` + LoRA adapters in the backbone (rank 32, alpha 32)",
     ),
-    "decoder-tune": ({"variant": "decoder-tune"}, "`hinge` + the backbone's value decoder trained"),
-    "finetune": ({"variant": "finetune"}, "the pre-trained backbone kept and trained with SoftAdaLN (not frozen)"),
+    "decoder-tune": ({"variant": "decoder-tune", **PAPER}, "`hinge` + the backbone's value decoder trained"),
+    "finetune": (
+        {"variant": "finetune", **PAPER},
+        "the pre-trained backbone kept and trained with SoftAdaLN (not frozen)",
+    ),
+    "hidden": (
+        {"modulation": "hidden"},
+        "frozen backbone + SoftAdaLN + the condition scaling the hidden units of every feed-forward and of the "
+        "decoder (`modulation='hidden'`, tl.fit's default)",
+    ),
+    "scratch-hidden": (
+        {"variant": "scratch", "modulation": "hidden"},
+        "the `hidden` architecture, every weight random and trained",
+    ),
 }
-DEFAULT_METHODS = ["ridge", "scratch", "hinge", "lora", "decoder-tune"]
+DEFAULT_METHODS = ["ridge", "scratch", "hinge", "scratch-hidden", "hidden"]
+
+
+def _scratch_of(base: str) -> str:
+    """The Scratch row a method is compared with: the same modulation, every weight trained."""
+    config = METHODS[base][0] or {}
+    return "scratch-hidden" if config.get("modulation") == "hidden" else "scratch"
+
+
 CONDITIONS = ["oracle5", "oracle20", "oracle50", "he-stats"]
 RATIO_CONDITION = "oracle20"
 MARK = "bench_steer"
@@ -136,6 +164,8 @@ def _cross_validate(table, key: str, method: str, args, backbone: Path):
     if config is None:
         return st.tl.cross_validate(table, method=method, **kw)
     fit = dict(backbone=str(backbone), max_epochs=args.max_epochs, min_epochs=min(15, args.max_epochs))
+    if args.lr is not None:
+        fit["lr"] = args.lr
     predict = dict(n_steps=args.n_steps, n_samples=args.n_samples)
     return st.tl.cross_validate(
         table, method="hinge", fit_kwargs={**fit, "config": dict(config)}, predict_kwargs=predict, **kw
@@ -158,6 +188,7 @@ def _record(res, method: str, condition: str, args, info: dict, dim: int, wall: 
         "seed": args.seed,
         "max_epochs": args.max_epochs if hinge else None,
         "min_epochs": min(15, args.max_epochs) if hinge else None,
+        "lr": (args.lr if args.lr is not None else 1e-4) if hinge else None,
         "n_steps": args.n_steps if hinge else None,
         "n_samples": args.n_samples if hinge else None,
         "metrics": {m: float(row[m]) for m in ("pcc50", "pcc", "mse", "mae", "ssim")},
@@ -249,15 +280,16 @@ def report(files: list[Path]) -> str:
     rows = _rows(records)
     conds = sorted({r["condition"] for r in records}, key=_condition_order)
     lines = _header(records) + [
-        "| backbone | layers x width | method | "
+        "| backbone | layers x width | method | lr | "
         + " | ".join(f"PCC-50 {c}" for c in conds)
         + f" | {RATIO_CONDITION} / Scratch | best validation ({RATIO_CONDITION}) | fit (s) |",
-        "|---|---|---|" + "---:|" * (len(conds) + 3),
+        "|---|---|---|---:|" + "---:|" * (len(conds) + 3),
     ]
     for (bb, method), rs in rows.items():
         first = next(iter(rs.values()))
         suffix = method.removeprefix(first["base"])  # the Scratch row of the same backbone and --suffix
-        scratch = rows.get((bb, "scratch" + suffix), {}).get(RATIO_CONDITION) if bb else None
+        partner = _scratch_of(first["base"]) if first["base"] in METHODS else "scratch"
+        scratch = rows.get((bb, partner + suffix), {}).get(RATIO_CONDITION) if bb else None
         mine = rs.get(RATIO_CONDITION)
         ratio = f"{mine['metrics']['pcc50'] / scratch['metrics']['pcc50']:.2f}" if mine and scratch else "–"
         cells = [f"{rs[c]['metrics']['pcc50']:.3f}" if c in rs else "–" for c in conds]
@@ -266,9 +298,14 @@ def report(files: list[Path]) -> str:
         vals = [h["val"] for h in (mine or {}).get("history", []) if "val" in h]
         best = f"{min(vals):.3f}" if vals else "–"
         fit_s = f"{fit:.0f}" if fit >= 10 else f"{fit:.2f}"
-        lines.append(f"| {bb or '–'} | {arch} | {method} | " + " | ".join(cells) + f" | {ratio} | {best} | {fit_s} |")
+        lr = f"{first['lr']:g}" if first.get("lr") else "–"
+        lines.append(
+            f"| {bb or '–'} | {arch} | {method} | {lr} | " + " | ".join(cells) + f" | {ratio} | {best} | {fit_s} |"
+        )
     lines += ["", "Methods: " + "; ".join(f"`{m}`: {what}" for m, (_, what) in METHODS.items()) + "."]
     lines += [
+        f"`{RATIO_CONDITION} / Scratch`: PCC-50 over that of the Scratch row of the same backbone, modulation and "
+        "learning rate (`scratch` for the paper's design, `scratch-hidden` for `hidden`). "
         f"`best validation`: the lowest per-epoch validation value of the {RATIO_CONDITION} fit (`tl.fit`'s "
         "`val_metric`, MSE of sampled predictions by default). `fit (s)`: mean over the row's conditions.",
         "",
@@ -283,6 +320,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--conditions", nargs="+", type=_condition, default=CONDITIONS, help="oracle<K> and/or he-stats")
     p.add_argument("--backbone", type=Path, default=None, help="backbone checkpoint (default: default_backbone())")
     p.add_argument("--max-epochs", type=int, default=30)
+    p.add_argument("--lr", type=float, default=None, help="tl.fit's learning rate (default: tl.fit's, 1e-4)")
     p.add_argument("--n-steps", type=int, default=10, help="sampling step budget K")
     p.add_argument("--n-samples", type=int, default=4, help="averaged samples")
     p.add_argument("--seed", type=int, default=0)

@@ -160,6 +160,7 @@ def _steer_record(method, condition, pcc50, backbone="bb.pt"):
         "min_epochs": 1 if hinge else None,
         "n_steps": 2 if hinge else None,
         "n_samples": 1 if hinge else None,
+        "lr": 1e-3 if hinge else None,
         "metrics": {"pcc50": pcc50, "pcc": pcc50, "mse": 0.5, "mae": 0.5, "ssim": 0.6},
         "n_panel": 40,
         "fit_seconds": 2.0,
@@ -173,7 +174,7 @@ def _steer_record(method, condition, pcc50, backbone="bb.pt"):
 
 def test_bench_steer_report(tmp_path):
     runs = tmp_path / "runs.jsonl"
-    pccs = {"ridge": 0.6, "scratch": 0.4, "hinge": 0.2}
+    pccs = {"ridge": 0.6, "scratch": 0.4, "hinge": 0.2, "scratch-hidden": 0.5, "hidden": 0.45}
     records = [
         _steer_record(m, c, p + (0.1 if c == "oracle20" else 0.0))
         for m, p in pccs.items()
@@ -186,12 +187,16 @@ def test_bench_steer_report(tmp_path):
     text = out.read_text()
     assert "<!-- bench_steer:start -->" in text and "<!-- bench_steer:end -->" in text
     head = next(line for line in text.splitlines() if line.startswith("| backbone |"))
-    assert head.split("|")[4:7] == [" PCC-50 oracle5 ", " PCC-50 oracle20 ", " PCC-50 he-stats "]
+    assert head.split("|")[4:8] == [" lr ", " PCC-50 oracle5 ", " PCC-50 oracle20 ", " PCC-50 he-stats "]
     hinge = next(line for line in text.splitlines() if line.startswith("| bb.pt | 4 x 128 | hinge |"))
-    assert float(hinge.split("|")[5]) == pytest.approx(0.3)
-    assert float(hinge.split("|")[7]) == pytest.approx(0.3 / 0.5, abs=0.01)  # oracle20 over Scratch's
+    assert float(hinge.split("|")[4]) == pytest.approx(1e-3)
+    assert float(hinge.split("|")[6]) == pytest.approx(0.3)
+    assert float(hinge.split("|")[8]) == pytest.approx(0.3 / 0.5, abs=0.01)  # oracle20 over Scratch's
+    # `hidden` is compared with the Scratch of its own modulation
+    hidden = next(line for line in text.splitlines() if line.startswith("| bb.pt | 4 x 128 | hidden |"))
+    assert float(hidden.split("|")[8]) == pytest.approx(0.55 / 0.6, abs=0.01)
     ridge = next(line for line in text.splitlines() if line.startswith("| – | – | ridge |"))
-    assert ridge.split("|")[7].strip() == "–"
+    assert ridge.split("|")[8].strip() == "–"
 
 
 def test_bench_steer_oracle_uses_training_spots_only():
@@ -211,3 +216,19 @@ def test_bench_steer_oracle_uses_training_spots_only():
     assert scores[0].shape == (60, 3)
     np.testing.assert_allclose(scores[0][train], scores[1][train], atol=1e-5)  # fitted on the training rows only
     assert not np.allclose(scores[0][~train], scores[1][~train])
+
+
+def test_loso_rows_pin_the_design_they_measure():
+    """Rows measured before 2026-12-04 keep the paper's modulation and lr 1e-4; the new rows use tl.fit's defaults."""
+    sys.path.insert(0, str(BENCH))
+    from bench_her2st_loso import _fit_kwargs
+
+    class Args:
+        max_epochs, seed = 30, 0
+
+    old = _fit_kwargs("gaussian", Args, "bb.pt")
+    assert old["lr"] == 1e-4 and old["config"]["modulation"] == "paper"
+    assert _fit_kwargs("hinge", Args, "bb.pt")["config"] == {"modulation": "paper"}
+    new = _fit_kwargs("hidden", Args, "bb.pt")
+    assert new["lr"] is None and new["config"]["modulation"] == "hidden"  # tl.fit's width-scaled default
+    assert _fit_kwargs("scratch-hidden", Args, "bb.pt")["config"]["variant"] == "scratch"

@@ -56,6 +56,36 @@ def test_fit_history_and_frozen_backbone(trained):
     frozen = [n for n, p in model.module.named_parameters() if not p.requires_grad]
     assert any(n.startswith("retentionblocks.0.attn") for n in frozen)
     assert all("adaln" not in n and "cond_embed" not in n for n in frozen)
+    # tl.fit's default modulation: the hidden-unit scales exist and train
+    assert model.module.config.modulation == "hidden"
+    assert any("ffn_hidden" in n for n, p in model.module.named_parameters() if p.requires_grad)
+
+
+def test_fit_config_defaults_and_the_paper_switch():
+    from sthinge.tl._model import FIT_MODULATION, _hinge_config
+
+    assert FIT_MODULATION == "hidden"
+    assert _hinge_config(None, 5, 3).modulation == "hidden"
+    assert _hinge_config({"modulation": "paper"}, 5, 3).modulation == "paper"  # the paper's design, by name
+    assert _hinge_config({"variant": "hist-affine-ln"}, 5, 3).modulation == "paper"  # hidden is not defined there
+    assert _hinge_config({}, 5, 3).likelihood == "gaussian"
+
+
+def test_default_learning_rate_scales_with_the_backbone_width():
+    from sthinge.tl._model import default_lr
+
+    assert default_lr(1536) == pytest.approx(1e-4)  # the paper's, on CellFM's width
+    assert default_lr(512) == pytest.approx(3e-4)  # scGPT whole-human
+    assert default_lr(128) == pytest.approx(1e-3)  # the offline default backbone (capped)
+    assert default_lr(32) == pytest.approx(1e-3)
+
+
+def test_fit_uses_the_default_learning_rate(tiny_fit_kw):
+    from sthinge.tl._model import default_lr
+
+    sdata = _prepare()
+    model = st.tl.fit(sdata, **{**tiny_fit_kw, "embedding_key": EMB, "train_sections": ["S1", "S2"]})
+    assert model.history[0]["lr"] == pytest.approx(default_lr(model.module.backbone_config.d_model))
 
 
 def test_predict_writes_linked_table(trained):

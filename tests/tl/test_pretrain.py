@@ -281,6 +281,17 @@ def test_default_backbone_reuses_cache(monkeypatch, tmp_path):
     assert len(_pretrain.her2st_pretraining_sections()) == 29
 
 
+def test_default_backbone_path_hashes_only_the_recipes_size(monkeypatch):
+    from sthinge.tl import _backbone
+
+    path = _backbone.default_backbone_path()
+    monkeypatch.setitem(_backbone.CPU_PRESETS, "cpu-huge", {"n_layers": 24, "d_model": 1024})
+    assert _backbone.default_backbone_path() == path  # another size: the cached default stays valid
+    preset = _backbone.HER2ST_RECIPE["preset"]
+    monkeypatch.setitem(_backbone.CPU_PRESETS, preset, {**_backbone.CPU_PRESETS[preset], "n_layers": 6})
+    assert _backbone.default_backbone_path() != path  # the recipe's own size changed: a new file
+
+
 @pytest.mark.realdata
 def test_her2st_sections_mark_unlisted_genes_missing(her2st_dir):
     from sthinge.datasets import her2st

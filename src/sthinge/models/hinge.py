@@ -73,6 +73,7 @@ from sthinge.models.likelihood import StdHead
 from sthinge.models.softadaln import (
     AdaLNModulation,
     ConcatCondition,
+    HiddenModulation,
     SoftAdaLN,
     SoftNorm,
     SumCondition,
@@ -102,6 +103,7 @@ _CHOICES = {
     "likelihood": ("point", "gaussian"),
     "likelihood_loss": ("crps", "beta_nll"),
     "objective": ("mask-diff", "gauss-diff"),
+    "modulation": ("paper", "hidden"),
 }
 
 
@@ -150,6 +152,14 @@ class HingeConfig:
         cosine noise schedule of Nichol & Dhariwal over ``n_steps``; see :mod:`sthinge.models.gaussian_diffusion`).
         ``"gauss-diff"`` needs ``likelihood="point"``; the masking fields (``schedule``, ``zeta``, ``k_tail``,
         ``masking``, ``mask_fill``) do not apply to it.
+    modulation
+        What the condition modulates. ``"paper"`` (default; the paper's and the official design): SoftAdaLN before
+        each frozen sub-layer and before the decoder. ``"hidden"`` (sthinge's, not in the paper): in addition, the
+        hidden units of each frozen feed-forward sub-layer and of the value decoder are scaled per unit by
+        (1 + s(c)) (:class:`~sthinge.models.softadaln.HiddenModulation`, zero at the start, so identity at
+        initialisation is kept); it gives the condition a gene-specific path through the frozen layers. Chosen by
+        the oracle diagnostic (``benchmarks/bench_steer.py``, ``docs/benchmarks.md``). Not with the
+        ``"hist-affine-ln"`` variant.
     """
 
     n_genes: int
@@ -170,6 +180,7 @@ class HingeConfig:
     likelihood: str = "point"
     likelihood_loss: str = "crps"
     objective: str = "mask-diff"
+    modulation: str = "paper"
 
     def __post_init__(self) -> None:
         for field, allowed in _CHOICES.items():
@@ -179,6 +190,8 @@ class HingeConfig:
             raise ValueError("n_genes, cond_dim and n_steps must be positive")
         if self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.modulation == "hidden" and self.variant == "hist-affine-ln":
+            raise ValueError("modulation='hidden' is not defined for the variant 'hist-affine-ln'")
         if self.objective == "gauss-diff" and self.likelihood != "point":
             raise ValueError(
                 f"objective='gauss-diff' needs likelihood='point' (its decoder predicts x̂₀), got "
@@ -234,10 +247,20 @@ class HingeBlock(nn.Module):
     """A CellFM layer with SoftAdaLN before each frozen sub-layer and the gated α-residual (Eqs. 3–5).
 
     Parameters: ``pre_norm1``/``pre_norm2`` (SoftNorm), ``adaln.proj`` (D → 6D: shift, scale, gate of the
-    attention, then of the FFN); ``attn``, ``ffn``, ``post_norm1``, ``post_norm2`` are the backbone's modules.
+    attention, then of the FFN), with ``hidden=True`` also ``ffn_hidden.proj`` (D → D: the scale of the
+    feed-forward's D hidden units, W_o((W_u x ⊙ W_v x) ⊙ (1 + s(c)))); ``attn``, ``ffn``, ``post_norm1``,
+    ``post_norm2`` are the backbone's modules.
     """
 
-    def __init__(self, layer: RetentionLayer, alpha: float, dropout: float, init: str, softnorm: bool = True) -> None:
+    def __init__(
+        self,
+        layer: RetentionLayer,
+        alpha: float,
+        dropout: float,
+        init: str,
+        softnorm: bool = True,
+        hidden: bool = False,
+    ) -> None:
         super().__init__()
         self.attn = layer.attn
         self.ffn = layer.ffn
@@ -245,9 +268,17 @@ class HingeBlock(nn.Module):
         self.post_norm2 = layer.post_norm2
         self.pre_norm1 = SoftNorm(init) if softnorm else nn.Identity()
         self.pre_norm2 = SoftNorm(init) if softnorm else nn.Identity()
-        self.adaln = AdaLNModulation(layer.post_norm1.normalized_shape[0], 6, (2, 5), init)
+        D = layer.post_norm1.normalized_shape[0]
+        self.adaln = AdaLNModulation(D, 6, (2, 5), init)
+        self.ffn_hidden = HiddenModulation(D, D) if hidden else None
         self.dropout = nn.Dropout(dropout)
         self.alpha = alpha
+
+    def _ffn(self, x: Tensor, c: Tensor) -> Tensor:
+        if self.ffn_hidden is None:
+            return self.ffn(x)
+        f = self.ffn
+        return f.o_proj(self.ffn_hidden(f.u_proj(x) * f.v_proj(x), c))
 
     def forward(self, x: Tensor, c: Tensor, key_mask: Tensor | float, len_scale: float) -> Tensor:
         """Tokens (B, L, D), condition (B, D), κ (B, L, 1) or 1 -> (B, L, D)."""
@@ -255,7 +286,7 @@ class HingeBlock(nn.Module):
         tau_a, tau_f = self.adaln.gate_fn(gate_a), self.adaln.gate_fn(gate_f)
         u = self.attn(modulate(self.pre_norm1(x), shift_a, scale_a), key_mask, len_scale)
         x = gated_residual(self.dropout(u), x, tau_a, self.alpha, self.post_norm1)
-        u = self.ffn(modulate(self.pre_norm2(x), shift_f, scale_f))
+        u = self._ffn(modulate(self.pre_norm2(x), shift_f, scale_f), c)
         return gated_residual(self.dropout(u), x, tau_f, self.alpha, self.post_norm2)
 
 
@@ -291,26 +322,36 @@ class HistAffineLNBlock(nn.Module):
 class FinalLayer(SoftAdaLN):
     """Ungated SoftAdaLN (``pre_norm``, ``proj``) followed by CellFM's value decoder (``w1``, ``w2``).
 
-    ``forward(h, c) == decode(features(h, c))``; :class:`~sthinge.models.likelihood.StdHead` reads ``features``.
+    ``forward(h, c) == decode(features(h, c), c)``; :class:`~sthinge.models.likelihood.StdHead` reads ``features``.
+    With ``hidden=True`` the decoder's D hidden units are scaled by (1 + s(c)) (``hidden.proj``, zero at start):
+    x̂₀ = w₂ (LeakyReLU(W₁ x) ⊙ (1 + s(c))).
     """
 
-    def __init__(self, value_dec: ValueDecoder, d_model: int, init: str, softnorm: bool = True) -> None:
+    def __init__(
+        self, value_dec: ValueDecoder, d_model: int, init: str, softnorm: bool = True, hidden: bool = False
+    ) -> None:
         super().__init__(d_model, init, softnorm)
         self.w1 = value_dec.w1
         self.w2 = value_dec.w2
         self.slope = value_dec.slope
+        self.hidden = HiddenModulation(d_model, d_model) if hidden else None
 
     def features(self, h: Tensor, c: Tensor) -> Tensor:
         """Gene tokens (B, G, D), condition (B, D) -> the decoder's input SoftAdaLN(h, c) (B, G, D)."""
         return super().forward(h, c)
 
-    def decode(self, x: Tensor) -> Tensor:
-        """The value decoder: features (B, G, D) -> x̂₀ (B, G)."""
-        return self.w2(F.leaky_relu(self.w1(x), self.slope)).squeeze(-1)
+    def decode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        """The value decoder: features (B, G, D) (and the condition (B, D) with ``hidden``) -> x̂₀ (B, G)."""
+        a = F.leaky_relu(self.w1(x), self.slope)
+        if self.hidden is not None:
+            if c is None:
+                raise ValueError("this decoder modulates its hidden units: pass the condition c")
+            a = self.hidden(a, c)
+        return self.w2(a).squeeze(-1)
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         """Gene tokens (B, G, D), condition (B, D) -> x̂₀ (B, G)."""
-        return self.decode(self.features(h, c))
+        return self.decode(self.features(h, c), c)
 
 
 class _ValueTokens(nn.Module):
@@ -374,15 +415,16 @@ class Hinge(nn.Module):
             for layer in backbone.encoder:
                 _add_lora(layer, config.lora_rank, config.lora_alpha)
         init, softnorm = config.modulation_init, config.variant != "nosoftnorm"
+        hidden = config.modulation == "hidden"
         blocks = []
         for i, layer in enumerate(backbone.encoder):
             p = config.dropout * i / N
             if config.variant == "hist-affine-ln":
                 blocks.append(HistAffineLNBlock(layer, bc.alpha, p, init))
             else:
-                blocks.append(HingeBlock(layer, bc.alpha, p, init, softnorm))
+                blocks.append(HingeBlock(layer, bc.alpha, p, init, softnorm, hidden))
         self.retentionblocks = nn.ModuleList(blocks)
-        self.final_layer = FinalLayer(backbone.value_dec, D, init, softnorm)
+        self.final_layer = FinalLayer(backbone.value_dec, D, init, softnorm, hidden)
         # only for likelihood="gaussian" (created last: the point model's parameters, names and init are unchanged)
         self.std_head = StdHead(D) if config.likelihood == "gaussian" else None
         self.n_masked_layers = N // 2  # masked genes are hidden as keys/values in blocks 0..N/2-1 only
@@ -481,7 +523,7 @@ class Hinge(nn.Module):
         if not return_std:
             return self.final_layer(h[:, 1:], c)
         x = self.final_layer.features(h[:, 1:], c)
-        return self.final_layer.decode(x), self.std_head(x)
+        return self.final_layer.decode(x, c), self.std_head(x)
 
     def save(self, path: str | os.PathLike, *, var_names: list[str] | None = None, overwrite: bool = False) -> None:
         """Write a sthinge model file ``{"state_dict", "config", "var_names", "version"}`` (torch.save).

@@ -22,12 +22,21 @@ What sthinge keeps of scGPT's input convention, and what it changes for masked d
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sthinge.models.hinge import HingeConfig, check_gene_ids
 from sthinge.models.likelihood import StdHead
 from sthinge.models.scgpt import MASK_VALUE, ScGPT, ScGPTLayer
-from sthinge.models.softadaln import AdaLNModulation, SoftAdaLN, SoftNorm, SumCondition, gated_residual, modulate
+from sthinge.models.softadaln import (
+    AdaLNModulation,
+    HiddenModulation,
+    SoftAdaLN,
+    SoftNorm,
+    SumCondition,
+    gated_residual,
+    modulate,
+)
 
 __all__ = ["HingeScGPT", "ScGPTHingeBlock", "SCGPT_MASK_VALUE"]
 
@@ -35,16 +44,26 @@ SCGPT_MASK_VALUE = MASK_VALUE  # scGPT's mask_value: the input value of a hidden
 
 
 class ScGPTHingeBlock(nn.Module):
-    """An scGPT encoder layer (frozen; ``layer``) with SoftAdaLN before each sub-layer and gated residuals."""
+    """An scGPT encoder layer (frozen; ``layer``) with SoftAdaLN before each sub-layer and gated residuals; with
+    ``hidden=True`` the feed-forward's ``d_hid`` hidden units are also scaled by (1 + s(c)) (``ffn_hidden``)."""
 
-    def __init__(self, layer: ScGPTLayer, dropout: float, init: str, softnorm: bool = True) -> None:
+    def __init__(
+        self, layer: ScGPTLayer, dropout: float, init: str, softnorm: bool = True, hidden: bool = False
+    ) -> None:
         super().__init__()
         self.layer = layer
         d_model = layer.norm1.normalized_shape[0]
         self.pre_norm1 = SoftNorm(init) if softnorm else nn.Identity()
         self.pre_norm2 = SoftNorm(init) if softnorm else nn.Identity()
         self.adaln = AdaLNModulation(d_model, 6, (2, 5), init)
+        self.ffn_hidden = HiddenModulation(d_model, layer.linear1.out_features) if hidden else None
         self.dropout = nn.Dropout(dropout)
+
+    def _ffn(self, x: Tensor, c: Tensor) -> Tensor:
+        if self.ffn_hidden is None:
+            return self.layer.feed_forward(x)
+        f = self.layer
+        return f.linear2(f.dropout(self.ffn_hidden(F.relu(f.linear1(x)), c)))
 
     def forward(self, x: Tensor, c: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         """Tokens (B, L, D), condition (B, D), key mask (B, L) True on hidden keys (or None) -> (B, L, D)."""
@@ -52,7 +71,7 @@ class ScGPTHingeBlock(nn.Module):
         tau_a, tau_f = self.adaln.gate_fn(gate_a), self.adaln.gate_fn(gate_f)
         u = self.layer.attention(modulate(self.pre_norm1(x), shift_a, scale_a), key_padding_mask)
         x = gated_residual(self.dropout(u), x, tau_a, 1.0, self.layer.norm1)
-        u = self.layer.feed_forward(modulate(self.pre_norm2(x), shift_f, scale_f))
+        u = self._ffn(modulate(self.pre_norm2(x), shift_f, scale_f), c)
         return gated_residual(self.dropout(u), x, tau_f, 1.0, self.layer.norm2)
 
 
@@ -106,10 +125,14 @@ class HingeScGPT(nn.Module):
         D, N = bc.d_model, bc.n_layers
         init, softnorm = config.modulation_init, config.variant != "nosoftnorm"
         self.cond_embed = SumCondition(config.cond_dim, config.n_genes, D, config.time_dim)
+        hidden = config.modulation == "hidden"
         self.blocks = nn.ModuleList(
-            ScGPTHingeBlock(layer, config.dropout * i / N, init, softnorm) for i, layer in enumerate(backbone.blocks)
+            ScGPTHingeBlock(layer, config.dropout * i / N, init, softnorm, hidden)
+            for i, layer in enumerate(backbone.blocks)
         )
         self.final_adaln = SoftAdaLN(D, init, softnorm)
+        # modulation="hidden": the expression decoder's last hidden units (fc.3's output) scaled by (1 + s(c))
+        self.decoder_hidden = HiddenModulation(D, D) if hidden else None
         self.std_head = StdHead(D) if config.likelihood == "gaussian" else None
         self.n_masked_layers = N // 2
 
@@ -160,6 +183,11 @@ class HingeScGPT(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h, c, hidden if i < self.n_masked_layers else None)
         x = self.final_adaln(h[:, 1:], c)
-        if not return_std:
+        x0_hat = self._decode(x, c)
+        return (x0_hat, self.std_head(x)) if return_std else x0_hat
+
+    def _decode(self, x: Tensor, c: Tensor) -> Tensor:
+        if self.decoder_hidden is None:
             return self.backbone.decode(x)
-        return self.backbone.decode(x), self.std_head(x)
+        fc = self.backbone.decoder.fc
+        return fc[4](self.decoder_hidden(fc[3](fc[2](fc[1](fc[0](x)))), c)).squeeze(-1)

@@ -10,6 +10,10 @@ Shapes: tokens h (B, L, D); condition embedding c (B, D) shared by all layers.
   Linear → SiLU → Linear, e_t the 256-d sinusoidal embedding of the raw integer step t (see Method,
   :ref:`method-condition`);
   the paper's c = φ_cond([v; e_t]) is :class:`ConcatCondition`.
+* Hidden-unit modulation (sthinge's ``modulation="hidden"``, not in the paper): a frozen sub-layer's hidden
+  units a are scaled per unit, a ⊙ (1 + s(c)) with s = Linear(SiLU(c)) started at 0 (:class:`HiddenModulation`).
+  A shift κ(c) before a sub-layer moves every token the same way; a scale of hidden units acts on each token
+  through that token's own activations, so the condition reaches each gene differently.
 
 Parametrisations (chosen once, at construction, by the ``init`` name):
 
@@ -38,6 +42,7 @@ from torch import Tensor, nn
 __all__ = [
     "INITS",
     "AdaLNModulation",
+    "HiddenModulation",
     "ConcatCondition",
     "ModulationInit",
     "SoftAdaLN",
@@ -183,6 +188,36 @@ class AdaLNModulation(nn.Module):
     def forward(self, c: Tensor) -> tuple[Tensor, ...]:
         """(B, D) -> n_chunks tensors (B, 1, D)."""
         return self.proj(F.silu(c)).unsqueeze(1).chunk(self.n_chunks, dim=-1)
+
+
+class HiddenModulation(nn.Module):
+    """Condition-dependent scale of a frozen sub-layer's hidden units: a ⊙ (1 + s(c)), s = ``proj``(SiLU(c)).
+
+    ``proj`` (D → H) starts at zero weights and bias, so the sub-layer is unchanged at the start, whatever the
+    condition (for every parametrisation: the modulated units are not part of the paper's design).
+
+    Parameters
+    ----------
+    d_model
+        Width D of the condition embedding c.
+    d_hidden
+        Number H of hidden units scaled.
+    """
+
+    def __init__(self, d_model: int, d_hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, d_hidden)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Zero weights and bias (the identity)."""
+        with torch.no_grad():
+            nn.init.zeros_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
+
+    def forward(self, a: Tensor, c: Tensor) -> Tensor:
+        """Hidden units (B, L, H), condition (B, D) -> a ⊙ (1 + s(c)) (B, L, H)."""
+        return a * (1 + self.proj(F.silu(c)).unsqueeze(1))
 
 
 class SoftAdaLN(nn.Module):

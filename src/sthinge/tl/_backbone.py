@@ -33,11 +33,16 @@ __all__ = [
 
 CPU_PRESETS: dict[str, dict[str, Any]] = {
     "cpu-small": {"n_layers": 4, "d_model": 128, "n_heads": 8, "vocab_size": 27855, "name": "cpu-small"},
+    "cpu-medium": {"n_layers": 8, "d_model": 256, "n_heads": 8, "vocab_size": 27855, "name": "cpu-medium"},
+    "cpu-large": {"n_layers": 12, "d_model": 384, "n_heads": 12, "vocab_size": 27855, "name": "cpu-large"},
 }
 """Backbone sizes for pre-training on a CPU, used when the name is not in :data:`sthinge.models.PRESETS`.
 
-``"cpu-small"``: 4 layers (2 with CellFM's masked keys, 2 without), width 128, 8 heads of 16, CellFM's 256 value
-bins and numerics, the 27,855-gene vocabulary (2.7 M parameters, 2.3 M of them the gene table).
+All have CellFM's 256 value bins and numerics and the 27,855-gene vocabulary; half of the layers use CellFM's
+masked keys. ``"cpu-small"`` (the default backbone's): 4 layers, width 128, 8 heads of 16 (4.2 M parameters, 3.6 M
+of them the gene table). ``"cpu-medium"``: 8 layers, width 256, 8 heads of 32 (11.6 M, 7.1 M the gene table).
+``"cpu-large"``: 12 layers, width 384, 12 heads of 32 (25.3 M, 10.7 M the gene table). The larger two are the
+size study of ``docs/benchmarks.md`` (the oracle diagnostic).
 """
 
 HER2ST_RECIPE: dict[str, Any] = {
@@ -376,13 +381,14 @@ def pretrain_her2st(
 def default_backbone_path() -> Path:
     """Cache path of the default backbone: ``settings.cachedir / "backbones" / "her2st-<preset>-<hash>.pt"``.
 
-    The hash covers :data:`HER2ST_RECIPE`, :data:`CPU_PRESETS` and the sthinge version, so a changed recipe builds
-    a new file instead of reusing a stale one.
+    The hash covers :data:`HER2ST_RECIPE`, the recipe's entry of :data:`CPU_PRESETS` and the sthinge version, so a
+    changed recipe builds a new file instead of reusing a stale one.
     """
     from sthinge._settings import settings
     from sthinge._version import __version__
 
-    key = json.dumps({"recipe": HER2ST_RECIPE, "presets": CPU_PRESETS, "version": __version__}, sort_keys=True)
+    preset = CPU_PRESETS[HER2ST_RECIPE["preset"]]  # the recipe's size only: adding a preset keeps the cache
+    key = json.dumps({"recipe": HER2ST_RECIPE, "presets": preset, "version": __version__}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return settings.cachedir / "backbones" / f"her2st-{HER2ST_RECIPE['preset']}-{digest}.pt"
 

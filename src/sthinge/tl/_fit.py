@@ -82,7 +82,7 @@ def fit(
     val_fraction: float = 0.1,
     max_epochs: int = 50,
     batch_size: int = 32,
-    lr: float = 1e-4,
+    lr: float | None = None,
     weight_decay: float = 0.0,
     milestones: Sequence[int] = (20, 30),
     gamma: float = 0.2,
@@ -110,11 +110,13 @@ def fit(
 ) -> HingeModel:
     """Train HINGE on the spots of ``data``: a frozen expression backbone adapted by SoftAdaLN to histology.
 
-    The defaults are the paper's (App. A.6): AdamW with ``lr=1e-4`` and no weight decay, batch 32, MultiStepLR at
-    epochs 20 and 30 (x0.2), at most 50 epochs with early stopping (patience 5, checked from epoch 15 on, on the
-    validation MSE of predictions sampled with ``val_steps`` steps), the warm-start curriculum (mask ratio
-    <= 20 %) for 5 epochs, and gradient clipping at 1.0 as in the official code. The one default that is
-    sthinge's own is the loss weighting (``loss_weight``, measured better than both the paper's and the code's).
+    The defaults are the paper's (App. A.6): AdamW with learning rate 1e-4 (on CellFM's width; see ``lr``) and no
+    weight decay, batch 32, MultiStepLR at epochs 20 and 30 (x0.2), at most 50 epochs with early stopping
+    (patience 5, checked from epoch 15 on, on the validation MSE of predictions sampled with ``val_steps`` steps),
+    the warm-start curriculum (mask ratio <= 20 %) for 5 epochs, and gradient clipping at 1.0 as in the official
+    code. sthinge's own defaults, each chosen by measurement (``docs/benchmarks.md``): the loss weighting
+    (``loss_weight``), the Gaussian decoder and the hidden-unit modulation (``config``), and the learning rate of
+    narrow backbones (``lr``).
 
     Parameters
     ----------
@@ -138,7 +140,10 @@ def fit(
         ``{"init": "exact-identity"}``, ``{"mask_fill": "zero"}``, ``{"condition": "concat"}``). Unless it names a
         ``likelihood``, ``fit`` trains sthinge's distributional decoder (``"gaussian"``: a per-gene standard
         deviation next to the mean, trained with the CRPS, so that samples are draws; see Method,
-        :ref:`method-uncertainty`); ``{"likelihood": "point"}`` is the paper's decoder.
+        :ref:`method-uncertainty`); ``{"likelihood": "point"}`` is the paper's decoder. Unless it names a
+        ``modulation``, the condition also scales the hidden units of every frozen feed-forward and of the decoder
+        (``"hidden"``; see Method, :ref:`method-softadaln`); ``{"modulation": "paper"}`` is the paper's SoftAdaLN
+        alone.
     %(embedding_key)s
     %(genes_key)s
     %(layer_lognorm)s
@@ -147,8 +152,13 @@ def fit(
     %(section_key)s
     val_fraction
         Fraction of the training spots held out for early stopping.
-    max_epochs, batch_size, lr, weight_decay, milestones, gamma, patience, min_epochs, curriculum_epochs
+    max_epochs, batch_size, weight_decay, milestones, gamma, patience, min_epochs, curriculum_epochs
         Training schedule (see above). ``curriculum_epochs=0`` is the NoCurr ablation.
+    lr
+        AdamW learning rate. Default: the paper's 1e-4 at CellFM's width 1536, scaled inversely with the
+        backbone's width D and capped at 1e-3 (:func:`sthinge.tl._model.default_lr`): 1e-4 for CellFM 80M and 800M,
+        3e-4 for scGPT whole-human, 1e-3 for the 128-wide offline default backbone. On that backbone the
+        zero-initialised modulators barely move in 30 epochs at 1e-4 (oracle diagnostic, ``docs/benchmarks.md``).
     val_metric
         ``"mse"`` (sampled predictions of the held-out spots, the paper's validation MSE) or ``"loss"`` (the
         masked-diffusion loss, cheaper).
@@ -230,7 +240,7 @@ def fit(
     from sthinge.models.backbone import retrofit
     from sthinge.tl._calibrate import calibrate_after_fit
     from sthinge.tl._data import _embedding, _expression, _panel, _panel_symbols, _section_rows
-    from sthinge.tl._model import HingeModel, _hinge_config, embedding_recipe_of
+    from sthinge.tl._model import HingeModel, _hinge_config, default_lr, embedding_recipe_of
 
     # ---- validate everything before any work ----------------------------------------------------------
     table, _ = _resolve_table(data, table_key)
@@ -238,7 +248,8 @@ def fit(
     spec = TrainerSpec.checked("fit", max_epochs, None, accelerator, devices, strategy, precision, gradient_clip_val)
     max_epochs = spec.max_epochs
     batch_size = _check_int("batch_size", batch_size, low=1)
-    lr = _check_float("lr", lr, low=0.0, low_open=True)
+    if lr is not None:
+        lr = _check_float("lr", lr, low=0.0, low_open=True)
     weight_decay = _check_float("weight_decay", weight_decay, low=0.0)
     gamma = _check_float("gamma", gamma, low=0.0, low_open=True)
     patience = _check_int("patience", patience, low=1)
@@ -286,6 +297,8 @@ def fit(
             "'cellfm-80m', or the scGPT checkpoint folder)."
         ) from None
     hconfig = _hinge_config(config, len(genes), emb.shape[1])
+    if lr is None:
+        lr = default_lr(net.config.d_model)
     if calibration_steps is not None:
         calibration_steps = _check_int("calibration_steps", calibration_steps, low=1, high=hconfig.n_steps)
 

@@ -286,6 +286,26 @@ FIT_LIKELIHOOD = "gaussian"
 """The decoder ``tl.fit`` trains when its ``config`` does not name one (``HingeConfig``'s own default is the paper's
 ``"point"``); measured in ``docs/benchmarks.md`` (uncertainty section)."""
 
+FIT_MODULATION = "hidden"
+"""What the condition modulates when ``tl.fit``'s ``config`` does not say (``HingeConfig``'s own default is the
+paper's ``"paper"``); chosen by the oracle diagnostic in ``docs/benchmarks.md``."""
+
+
+FIT_LR = (1e-4, 1536, 1e-3)
+"""``tl.fit``'s default learning rate: ``(lr_ref, width_ref, lr_max)``, see :func:`default_lr`."""
+
+
+def default_lr(d_model: int) -> float:
+    """``tl.fit``'s learning rate for a backbone of width ``d_model`` when ``lr`` is not given.
+
+    The paper's 1e-4 (App. A.6) at CellFM's width 1536, scaled inversely with the width as Adam's step is in
+    μP (Yang et al. 2022), at most 1e-3: 1e-4 for CellFM 80M / 800M, 3e-4 for scGPT whole-human (512), 1e-3 for
+    sthinge's 128-wide offline stand-ins, whose zero-initialised modulators barely move in 30 epochs at 1e-4
+    (``docs/benchmarks.md``, the oracle diagnostic).
+    """
+    lr_ref, width_ref, lr_max = FIT_LR
+    return float(min(lr_max, lr_ref * width_ref / int(d_model)))
+
 
 def _hinge_config(config: Any, n_genes: int, cond_dim: int):
     from sthinge.models import HingeConfig
@@ -298,7 +318,8 @@ def _hinge_config(config: Any, n_genes: int, cond_dim: int):
         raise TypeError(f"`config` must be a dict of HingeConfig fields or a HingeConfig, got {type(config).__name__}.")
     # a HingeConfig given as such keeps its own; Gauss-Diff is a point model (its sampler draws no values)
     default = "point" if config.get("objective") == "gauss-diff" else FIT_LIKELIHOOD
-    config = {"likelihood": default, **config}
+    modulation = FIT_MODULATION if config.get("variant") != "hist-affine-ln" else "paper"
+    config = {"likelihood": default, "modulation": modulation, **config}
     fields = {f.name for f in dataclasses.fields(HingeConfig)}
     unknown = sorted(set(config) - fields)
     if unknown:

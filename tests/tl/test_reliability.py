@@ -22,9 +22,10 @@ EMB = "X_test"
 # 2 sections x 36 spots x 30 genes: 65 training spots, 4 batches of 16 per epoch. In 4 epochs the LR halves after
 # the interruption point (epoch 2) and the validation loss is best at epoch 1, then worse (no early stop with
 # patience 3): the returned weights are the best ones kept by the early-stopping state, from before the interruption
-# (with the official code's loss and the paper's point decoder, whose validation curve gives that shape here)
+# (with the official code's loss, the paper's point decoder and SoftAdaLN alone, whose validation curve gives that
+# shape here)
 FIT = dict(
-    config={"likelihood": "point"},
+    config={"likelihood": "point", "modulation": "paper"},
     backbone="tiny",
     embedding_key=EMB,
     batch_size=16,

@@ -33,7 +33,14 @@ from sthinge.models.hinge_scgpt import HingeScGPT
 from sthinge.models.likelihood import beta_nll, censored_gaussian_moments, gaussian_crps
 from sthinge.models.sampler import auto_batch_size, sample, sample_reference
 from sthinge.models.scgpt import SCGPT_PRESETS, WHOLE_HUMAN_VOCAB_SIZE, ScGPT, ScGPTConfig
-from sthinge.models.softadaln import ConcatCondition, SoftAdaLN, SoftNorm, SumCondition, timestep_embedding
+from sthinge.models.softadaln import (
+    ConcatCondition,
+    HiddenModulation,
+    SoftAdaLN,
+    SoftNorm,
+    SumCondition,
+    timestep_embedding,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from sthinge.io import load_cellfm, load_scgpt
@@ -59,6 +66,7 @@ __all__ = [
     "ScGPT",
     "ScGPTConfig",
     "SoftAdaLN",
+    "HiddenModulation",
     "SoftNorm",
     "SumCondition",
     "auto_batch_size",

@@ -142,6 +142,28 @@ def test_bench_her2st_loso_report(tmp_path):
     wil = next(line for line in text.splitlines() if line.startswith("| hinge | 80 |"))
     assert float(wil.split("|")[5]) < 1e-6  # HINGE better on every gene: tiny p-value
     assert "| 5 | 1 | 0.300 |" in text
+    # several references: one group of paired-test columns each
+    res = _run(
+        str(BENCH / "bench_her2st_loso.py"),
+        "--report",
+        "--runs",
+        str(runs),
+        "--reference",
+        "hinge",
+        "ridge",
+        "--section",
+        "two",
+        "Two references",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    section = out.read_text().split("<!-- bench_her2st_loso_two:start -->")[1]
+    head = next(line for line in section.splitlines() if line.startswith("| method | pairs vs ridge"))
+    assert head.count("pairs vs") == 3 and "pairs vs hinge" in head
+    wil = next(line for line in section.splitlines() if line.startswith("| hinge | 80 |"))
+    assert len(wil.split("|")) == len(head.split("|"))
 
 
 def _steer_record(method, condition, pcc50, backbone="bb.pt"):

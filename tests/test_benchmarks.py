@@ -254,3 +254,21 @@ def test_loso_rows_pin_the_design_they_measure():
     new = _fit_kwargs("hidden", Args, "bb.pt")
     assert new["lr"] is None and new["config"]["modulation"] == "hidden"  # tl.fit's width-scaled default
     assert _fit_kwargs("scratch-hidden", Args, "bb.pt")["config"]["variant"] == "scratch"
+
+
+def test_bench_default_cost_report():
+    sys.path.insert(0, str(BENCH))
+    from argparse import Namespace
+
+    from bench_default_cost import DESIGNS, report
+
+    old, new = list(DESIGNS)
+    times = {
+        old: {"epoch": [10.0, 12.0], "predict": [4.0, 4.0]},
+        new: {"epoch": [11.0, 13.0], "predict": [5.0, 5.0]},
+        "_meta": {"n_genes": 100, "n_train": 700, "n_held": 180, "trainable": {old: 500_000, new: 580_000}},
+    }
+    args = Namespace(threads=1, epochs=3, n_steps=10, n_samples=4, repeats=2)
+    text = report(times, args, Path("bb.pt"))
+    assert f"| {new} | 580,000 | 12.00 | 5.00 |" in text
+    assert "fit 1.09x per epoch, predict 1.25x" in text  # medians 12 / 11 and 5 / 4

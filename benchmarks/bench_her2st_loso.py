@@ -421,14 +421,15 @@ def report(runs: list[Path], reference: str | list[str] = "hinge") -> str:
             'Δ = method − reference; "better" = share of genes where the method\'s PCC is higher.',
             "",
             "| method | pairs vs ridge | median Δ | better | p (two-sided) | "
-            + "".join(f"pairs vs {ref} | median Δ | better | p (two-sided) | " for ref in refs),
+            + " | ".join(f"pairs vs {ref} | median Δ | better | p (two-sided)" for ref in refs)
+            + " |",
             "|---|" + "---:|" * (4 * (1 + len(refs))),
         ]
         for method in order:
             if method == "ridge":
                 continue
             lines.append(
-                f"| {method} | {cells(method, 'ridge')} | " + "".join(f"{cells(method, ref)} | " for ref in refs)
+                f"| {method} | {cells(method, 'ridge')} | " + " | ".join(cells(method, ref) for ref in refs) + " |"
             )
         lines.append("")
     # ---- step budget / samples trade-off ------------------------------------------------------------------

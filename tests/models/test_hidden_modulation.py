@@ -110,3 +110,10 @@ def test_hidden_modulation_on_scgpt_is_identity_at_init():
         assert (hidden(x_t.abs(), t, nv, v, cond) - paper(x_t.abs(), t, nv, v, cond)).abs().max() <= 1e-6
         hidden.decoder_hidden.proj.bias.fill_(0.3)
         assert (hidden(x_t.abs(), t, nv, v, cond) - paper(x_t.abs(), t, nv, v, cond)).abs().max() > 1e-4
+
+
+def test_scgpt_decoder_split_is_its_forward():
+    torch.manual_seed(0)
+    decoder = ScGPT.from_preset("tiny").decoder
+    h = torch.randn(2, 5, decoder.fc[0].in_features)
+    torch.testing.assert_close(decoder.readout(decoder.features(h)), decoder(h), rtol=0, atol=0)

@@ -131,7 +131,7 @@ class HingeScGPT(nn.Module):
             for i, layer in enumerate(backbone.blocks)
         )
         self.final_adaln = SoftAdaLN(D, init, softnorm)
-        # modulation="hidden": the expression decoder's last hidden units (fc.3's output) scaled by (1 + s(c))
+        # modulation="hidden": the expression decoder's last hidden units (ExprDecoder.features) scaled by (1 + s(c))
         self.decoder_hidden = HiddenModulation(D, D) if hidden else None
         self.std_head = StdHead(D) if config.likelihood == "gaussian" else None
         self.n_masked_layers = N // 2
@@ -189,5 +189,5 @@ class HingeScGPT(nn.Module):
     def _decode(self, x: Tensor, c: Tensor) -> Tensor:
         if self.decoder_hidden is None:
             return self.backbone.decode(x)
-        fc = self.backbone.decoder.fc
-        return fc[4](self.decoder_hidden(fc[3](fc[2](fc[1](fc[0](x)))), c)).squeeze(-1)
+        decoder = self.backbone.decoder
+        return decoder.readout(self.decoder_hidden(decoder.features(x), c))

@@ -302,6 +302,14 @@ class ExprDecoder(nn.Module):
             nn.Linear(d_model, 1),
         )
 
+    def features(self, h: Tensor) -> Tensor:
+        """The last hidden units, LeakyReLU(fc.2(LeakyReLU(fc.0(h)))): (B, L, D) -> (B, L, D)."""
+        return self.fc[3](self.fc[2](self.fc[1](self.fc[0](h))))
+
+    def readout(self, a: Tensor) -> Tensor:
+        """The output layer fc.4 on the last hidden units: (B, L, D) -> (B, L)."""
+        return self.fc[4](a).squeeze(-1)
+
     def forward(self, h: Tensor) -> Tensor:
         """(B, L, D) -> (B, L)."""
         return self.fc(h).squeeze(-1)

@@ -191,7 +191,7 @@ class AdaLNModulation(nn.Module):
 
 
 class HiddenModulation(nn.Module):
-    """Condition-dependent scale of a frozen sub-layer's hidden units: a ⊙ (1 + s(c)), s = ``proj``(SiLU(c)).
+    """Condition-dependent scale of a frozen sub-layer's hidden units: a ⊙ (1 + s(c)), with s(c) = proj(SiLU(c)).
 
     ``proj`` (D → H) starts at zero weights and bias, so the sub-layer is unchanged at the start, whatever the
     condition (for every parametrisation: the modulated units are not part of the paper's design).
